@@ -1,0 +1,117 @@
+"""Edit-friendly DDPM inversion (Huberman-Spiegelglas, Kulikov & Michaeli, arXiv 2304.06140, sec. 3)
+and the DPM-Encoder of CycleDiffusion (Wu & De la Torre, ICCV 2023, sec. 3.1).
+
+Both draw a trajectory x_{t_0}, ..., x_{t_{S-1}}, x_0 without the network, then solve each reverse step
+for its noise (paper eq. 5):  z_t = (x_{t-1} - mu_t(x_t)) / sigma_t.
+
+- edit_friendly: every x_t drawn independently from q(x_t | x_0) (paper eq. 6, "auxiliary sequence").
+- dpm_encoder:   x_T ~ q(x_T | x_0), then x_{t-1} ~ q(x_{t-1} | x_t, x_0), the posterior (a Markov chain).
+
+Exactness. The last step (to x_0) gets a positive sigma, sqrt(beta_t') (`fixed_large`), so z_1 absorbs the
+residual x_0 - mu_1 and the reconstruction is exact; `last="zero"` reproduces the official code, which
+sets z_1 = 0 and leaves that residual. Floating-point rounding matters too: the sampler recomputes
+mu_t(x_t) with its own network calls, so in `exact` mode the inversion makes the very calls the sampler
+will make (same tensors, same batch layout) and replaces each x_{t-1} by the value the sampler will
+compute, mu_t + sigma_t z_t; x after the last step *is* the reconstruction. `batched` mode evaluates the
+network on the independent x_t in chunks of timesteps (fast, parallel), then runs the sampler to measure
+the reconstruction error, which rounding can make larger than in exact mode.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .diffusion import EpsModel, iterate_steps, timestep_batch, mu_t, posterior_mean, q_sample, reverse_step, sample
+from .schedule import Schedule, Steps, at
+
+Method = Literal["edit_friendly", "dpm_encoder"]
+Mode = Literal["exact", "batched"]
+Last = Literal["fixed_large", "zero"]
+
+
+def inversion_sigmas(steps: Steps, last: Last = "fixed_large") -> Tensor:
+    """sigma_t for inversion, (S,) float64: fixed_small (sqrt(beta_tilde_t)) at every step but the last,
+    where beta_tilde = 0; there sqrt(beta_t') (`fixed_large`, exact) or 0 (the official code's choice)."""
+    if last not in ("fixed_large", "zero"):
+        raise ValueError(f"last must be 'fixed_large' or 'zero', got {last!r}")
+    sigma = steps.sigma("fixed_small").clone()
+    sigma[-1] = steps.beta_t[-1].sqrt() if last == "fixed_large" else 0.0
+    return sigma
+
+
+def draw_trajectory(x0: Tensor, steps: Steps, sched: Schedule, method: Method,
+                    generator: torch.Generator) -> Tensor:
+    """The targets xs (S+1, N, C, H, W): xs[i] at timestep t[i], xs[S] = x0. Noise drawn on the CPU from `generator`.
+
+    edit_friendly: xs[i] = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps_i, eps_i independent (paper eq. 6).
+    dpm_encoder: xs[0] from q(x_T | x_0); xs[i+1] = mu_tilde(x0, xs[i]) + sqrt(beta_tilde) n_i (Ho et al. eq. 7).
+    """
+    S = steps.S
+    noise = torch.randn((S, *x0.shape), generator=generator, dtype=x0.dtype).to(x0.device)
+    xs = torch.empty((S + 1, *x0.shape), dtype=x0.dtype, device=x0.device)
+    if method == "edit_friendly":
+        for i in range(S):
+            xs[i] = q_sample(x0, steps.t[i].expand(x0.shape[0]), noise[i], sched)
+    elif method == "dpm_encoder":
+        xs[0] = q_sample(x0, steps.t[0].expand(x0.shape[0]), noise[0], sched)
+        for i in range(S - 1):
+            xs[i + 1] = posterior_mean(x0, xs[i], i, steps) + at(steps.beta_tilde_t.sqrt(), i, x0) * noise[i + 1]
+    else:
+        raise ValueError(f"method must be 'edit_friendly' or 'dpm_encoder', got {method!r}")
+    xs[S] = x0
+    return xs
+
+
+def solve_z(target: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
+    """z_t = (x_{t-1} - mu_t) / sigma_t (paper eq. 5); z = 0 where sigma_t = 0. sigma broadcast to mu."""
+    return torch.where(sigma > 0, (target - mu) / torch.where(sigma > 0, sigma, 1.0), 0.0)
+
+
+@torch.no_grad()
+def invert(eps_model: EpsModel, x0: Tensor, steps: Steps, sched: Schedule, *, method: Method = "edit_friendly",
+           mode: Mode = "exact", generator: torch.Generator, clip: bool = True, last: Last = "fixed_large",
+           chunk: int = 8, progress: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Invert x0 (N, C, H, W) along `steps`. Returns (xT, zs (S, N, C, H, W), sigmas (S,), x0_rec).
+
+    x0_rec is what the sampler produces from (xT, zs): computed in the same pass in exact mode (S network
+    calls in all), by running the sampler afterwards in batched mode (S/chunk batched calls + S calls).
+    """
+    if mode not in ("exact", "batched"):
+        raise ValueError(f"mode must be 'exact' or 'batched', got {mode!r}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    xs = draw_trajectory(x0, steps, sched, method, generator)
+    sigma = inversion_sigmas(steps, last)
+    S, N = steps.S, x0.shape[0]
+    zs = torch.empty((S, *x0.shape), dtype=x0.dtype, device=x0.device)
+    if mode == "exact":
+        x = xs[0]
+        for i in iterate_steps(S, progress, "inverting"):
+            eps = eps_model(x, timestep_batch(steps.t[i], x))
+            zs[i] = solve_z(xs[i + 1], mu_t(x, eps, i, steps, clip), at(sigma, i, x))
+            x = reverse_step(x, eps, zs[i], i, steps, sigma, clip=clip)  # the value the sampler will compute
+        return xs[0], zs, sigma, x
+    for i0 in iterate_steps((S + chunk - 1) // chunk, progress, "inverting (batched)"):
+        i0 *= chunk
+        i1 = min(i0 + chunk, S)
+        idx = torch.arange(i0, i1).repeat_interleave(N)  # (c*N,) step index of each row
+        x = xs[i0:i1].flatten(0, 1)  # (c, N, C, H, W) -> (c*N, C, H, W)
+        eps = eps_model(x, steps.t[idx].to(x.device))
+        z = solve_z(xs[i0 + 1:i1 + 1].flatten(0, 1), mu_t(x, eps, idx, steps, clip), at(sigma, idx, x))
+        zs[i0:i1] = z.view(i1 - i0, *x0.shape)
+    x_rec = sample(eps_model, xs[0], steps, sigma, zs=zs, clip=clip, progress=progress)
+    return xs[0], zs, sigma, x_rec
+
+
+def map_stats(zs: Tensor) -> dict[str, Tensor]:
+    """Per-step statistics of noise maps (S, N, C, H, W), float64 (S,) each:
+    mean, variance, and the Pearson correlation of each map with the next one (last entry NaN).
+    For i.i.d. N(0, I) maps (native DDPM sampling): mean 0, variance 1, correlation 0."""
+    z = zs.double().flatten(1)  # (S, D)
+    mean, var = z.mean(1), z.var(1)
+    zc = (z - mean[:, None]) / z.std(1)[:, None]
+    corr = torch.full_like(mean, float("nan"))
+    corr[:-1] = (zc[:-1] * zc[1:]).mean(1)
+    return {"mean": mean, "var": var, "corr_next": corr}
