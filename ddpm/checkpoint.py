@@ -36,8 +36,16 @@ class Model:
     sha256: str = ""  # sha256 of the weights file's bytes (the noise-map file's model_sha256)
     source: str = ""
 
-    def eps(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.unet(x, t) if y is None else self.unet(x, t, y)
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.unet(x, t)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> "Model":
+        """Move the network (never the schedule, which stays float64 on the CPU)."""
+        device = torch.device(device)
+        if dtype == torch.float64 and device.type == "mps":
+            raise ValueError("float64 is not supported on mps; use --device cpu or --dtype float32")
+        self.unet.to(device=device, dtype=dtype)
+        return self
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

@@ -36,3 +36,26 @@ def main_guard(main: Callable[[], None]) -> None:
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(2)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="our .safetensors/.pt checkpoint, or a diffusers folder")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def model_from_args(args):
+    """(Model on the requested device and dtype, device, dtype)."""
+    import torch
+
+    from .checkpoint import load_model
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype)
+    return load_model(args.ckpt).to(device, dtype), device, dtype
+
+
+def check_range(name: str, value: int, lo: int, hi: int) -> None:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {value}")

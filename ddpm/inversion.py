@@ -24,7 +24,9 @@ import torch
 from torch import Tensor
 
 from .diffusion import EpsModel, iterate_steps, timestep_batch, mu_t, posterior_mean, q_sample, reverse_step, sample
-from .schedule import Schedule, Steps, at
+from .checkpoint import Model
+from .noisemap import NoiseMaps
+from .schedule import Schedule, Spacing, Steps, at, make_steps, strided_timesteps
 
 Method = Literal["edit_friendly", "dpm_encoder"]
 Mode = Literal["exact", "batched"]
@@ -115,3 +117,22 @@ def map_stats(zs: Tensor) -> dict[str, Tensor]:
     corr = torch.full_like(mean, float("nan"))
     corr[:-1] = (zc[:-1] * zc[1:]).mean(1)
     return {"mean": mean, "var": var, "corr_next": corr}
+
+
+def invert_to_maps(model: Model, x0: Tensor, *, S: int, skip: int = 0, spacing: Spacing = "leading",
+                   method: Method = "edit_friendly", mode: Mode = "exact", seed: int = 0, chunk: int = 8,
+                   last: Last = "fixed_large", progress: bool = True) -> tuple[NoiseMaps, Tensor]:
+    """Invert x0 (N, C, H, W, on the model's device and dtype) with S strided steps, starting at step
+    `skip` (the paper's T_skip: the maps cover timesteps[skip:]). Returns (maps, x0_rec)."""
+    T = model.sched.T
+    if not 1 <= S <= T:
+        raise ValueError(f"--steps must be between 1 and {T}, got {S}")
+    if not 0 <= skip < S:
+        raise ValueError(f"--skip must be between 0 and steps-1 = {S - 1}, got {skip}")
+    steps = make_steps(model.sched, strided_timesteps(S, T, spacing))[skip:]
+    g = torch.Generator().manual_seed(seed)
+    xT, zs, sigma, x_rec = invert(model.eps, x0, steps, model.sched, method=method, mode=mode, generator=g,
+                                  clip=model.clip_x0, last=last, chunk=chunk, progress=progress)
+    maps = NoiseMaps(x0=x0.cpu(), xT=xT.cpu(), zs=zs.cpu(), timesteps=steps.t, alphas_cumprod=model.sched.alpha_bar,
+                     sigmas=sigma, clip_x0=model.clip_x0, method=method, model_sha256=model.sha256)
+    return maps, x_rec

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import atomic_write
+from .diffusion import EpsModel, sample
 from .schedule import Schedule, Steps, make_steps, schedule_from_alpha_bar
 
 FORMAT_VERSION = 1
@@ -122,3 +123,8 @@ def load_maps(path: str | Path) -> NoiseMaps:
                   sigmas=torch.from_numpy(data["sigmas"].astype(np.float64)), clip_x0=bool(data["clip_x0"]),
                   method=str(data["method"]), model_sha256=str(data["model_sha256"]), extra=extra)
     return m.validate(str(path))
+
+
+def regenerate(eps_model: EpsModel, m: NoiseMaps, *, progress: bool = True) -> Tensor:
+    """x0 from the maps by the file's regeneration rule: the sampler with zs as its noise."""
+    return sample(eps_model, m.xT, m.steps, m.sigmas, zs=m.zs, clip=m.clip_x0, progress=progress)
