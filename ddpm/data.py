@@ -1,4 +1,4 @@
-"""Training data: torchvision CIFAR10 folders, ImageFolder trees, and flat folders of face images.
+"""Training data: CIFAR-10 python folders (torchvision's `--download` layout), ImageFolder trees, and flat folders of face images.
 
 Every dataset yields (x, y): x a (3, size, size) float32 tensor in [-1, 1] (centre crop + resize), y an
 int label (0 where the data has none). Augmentation (the random flip of Ho et al.) is done by the trainer
@@ -6,8 +6,10 @@ with its own generator, so a resumed run sees exactly the same batches.
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -43,22 +45,67 @@ class FlatImages(Dataset):
             return self.tf(im), 0
 
 
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR-10 python batches (dicts of numpy arrays and lists) and nothing else:
+    any other global (os.system, builtins.eval, ...) is refused."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise DataError(f"refused to unpickle {module}.{name}: CIFAR-10 batches hold only numpy arrays")
+        return super().find_class(module, name)
+
+
+class CifarBatches(Dataset):
+    """The CIFAR-10 python format (`cifar-10-batches-py/data_batch_1..5`, `test_batch`), as torchvision's
+    CIFAR10 reads it, but through `NumpyOnlyUnpickler` and without the md5 lock to the official files."""
+
+    def __init__(self, folder: Path, size: int, train: bool):
+        names = [f"data_batch_{k}" for k in range(1, 6)] if train else ["test_batch"]
+        data, labels = [], []
+        for name in names:
+            f = folder / name
+            if not f.is_file():
+                raise DataError(f"{f}: missing; re-extract cifar-10-python.tar.gz or use --download")
+            try:
+                with open(f, "rb") as fh:
+                    d = NumpyOnlyUnpickler(fh, encoding="latin1").load()
+                data.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels += list(d.get("labels", d.get("fine_labels", [])))
+            except DataError:
+                raise
+            except Exception as e:
+                raise DataError(f"{f}: not a CIFAR-10 batch ({type(e).__name__}: {e}); the file is corrupt")
+        self.data, self.labels = torch.from_numpy(np.concatenate(data)), labels
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, k: int):
+        x = to_unit(self.data[k].float() / 255.0)
+        if self.size != 32:
+            x = torch.nn.functional.interpolate(x[None], size=(self.size, self.size), mode="bicubic",
+                                                align_corners=False, antialias=True)[0]
+        return x, self.labels[k]
+
+
 def load_dataset(path: str | Path, size: int, *, train: bool = True, download: bool = False) -> Dataset:
     """CIFAR-10 (a folder holding or named `cifar-10-batches-py`), an ImageFolder tree, or a flat image folder."""
     from torchvision import datasets
 
     path = Path(path)
-    if download:
-        return datasets.CIFAR10(str(path), train=train, download=True, transform=_transform(size))
+    if download:  # torchvision fetches and md5-checks the archive; we read it like any other folder
+        datasets.CIFAR10(str(path), train=train, download=True)
+        return CifarBatches(path / "cifar-10-batches-py", size, train)
     if not path.is_dir():
         raise DataError(f"{path}: no such data folder (CIFAR-10 python folder, ImageFolder tree or image folder)")
     if path.name == "cifar-10-batches-py":
         path = path.parent
     if (path / "cifar-10-batches-py").is_dir():
-        try:
-            return datasets.CIFAR10(str(path), train=train, download=False, transform=_transform(size))
-        except RuntimeError as e:
-            raise DataError(f"{path}: CIFAR-10 folder is incomplete or corrupt ({e}); re-extract it or use --download")
+        return CifarBatches(path / "cifar-10-batches-py", size, train)
     if any(p.suffix.lower() in IMAGE_EXTS for p in path.iterdir()):
         return FlatImages(path, size)
     try:

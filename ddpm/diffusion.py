@@ -61,7 +61,8 @@ def mu_t(x_t: Tensor, eps: Tensor, i: int | Tensor, steps: Steps, clip: bool) ->
 def ddim_mean(x_t: Tensor, eps: Tensor, i: int, steps: Steps, clip: bool, sigma: Tensor) -> Tensor:
     """Mean of the DDIM step (Song et al. 2021, eq. 12):
     sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma_t^2) eps_hat,
-    with eps_hat re-derived from the (possibly clipped) x0_hat, as diffusers' DDIMScheduler does.
+    with eps_hat re-derived from the (possibly clipped) x0_hat, as diffusers' DDIMScheduler does with
+    use_clipped_model_output=True (its default keeps the unclipped eps, a different step when clipping).
     With sigma_t^2 = beta_tilde_t (eta = 1) it equals `mu_t`.
     """
     alpha_bar_t = at(steps.alpha_bar_t, i, x_t)

@@ -285,18 +285,32 @@ class Trainer:
                 self.save()
             if cfg.sample_every and self.step % cfg.sample_every == 0:
                 self.samples()
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and not self.rank:
                 self.log(self.evaluate())
             if stop.signum:
                 bar.close()
                 self.log(f"signal {stop.signum}: saved checkpoint at step {self.step}; continue with --resume")
                 raise SystemExit(128 + stop.signum)
         bar.close()
+        agree = self.ranks_agree()
         self.save()
         self.samples()
-        result = self.evaluate()
-        self.log(result)
-        self.log(f"done: step {self.step}, held-out loss {result['eval_loss']:.4f}, "
-                 f"{result['bits_per_dim']:.3f} +- {result['bits_per_dim_ci95']:.3f} bits/dim")
+        if not self.rank:
+            result = {**self.evaluate(), **({"ranks_agree": agree} if self.world > 1 else {})}
+            self.log(result)
+            self.log(f"done: step {self.step}, held-out loss {result['eval_loss']:.4f}, "
+                     f"{result['bits_per_dim']:.3f} +- {result['bits_per_dim_ci95']:.3f} bits/dim")
         if self.world > 1:
             dist.barrier()
+            dist.destroy_process_group()
+
+    def ranks_agree(self) -> bool:
+        """True when every process holds bit-identical weights (always, for a single process)."""
+        if self.world == 1:
+            return True
+        flat = torch.nn.utils.parameters_to_vector(self.model.parameters()).detach()
+        ref = flat.clone()
+        dist.broadcast(ref, 0)
+        same = torch.tensor([float(torch.equal(flat, ref))], device=flat.device)
+        dist.all_reduce(same, op=dist.ReduceOp.MIN)
+        return bool(same.item())
