@@ -1,0 +1,114 @@
+"""Edit images through their noise maps and regenerate them.
+
+    python edit.py out/maps.npz --ckpt CKPT --shift 4 0 --out out/shifted.png
+    python edit.py out/maps.npz --ckpt CKPT --color 0.3 0 0 --out out/red.png --panel
+    python edit.py a.npz --ckpt CKPT --paste b.npz --mask mask.png --out out/paste.png
+
+With no edit it regenerates the inverted images exactly. Edits compose in the order
+paste/mix -> shift -> color -> resample; --t-range HI LO limits them to timesteps in [LO, HI].
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ddpm.cli import add_model_flags, main_guard, model_from_args
+from ddpm import edits
+from ddpm.images import ImageError, save_png
+from ddpm.metrics import overlap, psnr, shift_image
+from ddpm.noisemap import NoiseMapError, load_maps, regenerate, save_maps
+
+
+def load_mask(path: str, H: int, W: int) -> torch.Tensor:
+    try:
+        with Image.open(path) as im:
+            m = im.convert("L").resize((W, H), Image.NEAREST)
+    except OSError as e:
+        raise ImageError(f"{path}: not a readable mask image ({e})")
+    return torch.from_numpy((np.asarray(m) > 127).astype(np.float32))
+
+
+def out_paths(out: Path, n: int) -> list[Path]:
+    return [out] if n == 1 else [out.with_name(f"{out.stem}_{k}{out.suffix}") for k in range(n)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("maps", help="noise-map file from invert.py (or ddpm.sample --save-maps)")
+    add_model_flags(p)
+    p.add_argument("--shift", type=int, nargs=2, metavar=("DX", "DY"), help="pixels right and down")
+    p.add_argument("--fill", choices=edits.FILLS, default="wrap", help="border policy for --shift")
+    p.add_argument("--color", type=float, nargs=3, metavar=("R", "G", "B"), help="offset in [-1, 1] image units")
+    p.add_argument("--t-range", type=int, nargs=2, metavar=("HI", "LO"),
+                   help="only maps with LO <= t <= HI (default: all; for --color 200 0)")
+    p.add_argument("--mask", help="PNG; white = region for --color/--paste")
+    p.add_argument("--paste", metavar="OTHER.npz", help="take OTHER's maps inside --mask")
+    p.add_argument("--mix", nargs=2, metavar=("OTHER.npz", "W"), help="interpolate towards OTHER's maps by W")
+    p.add_argument("--resample", type=int, nargs=2, metavar=("HI", "LO"), help="fresh noise for maps with LO <= t <= HI")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG (OUT_k.png per image when there are several)")
+    p.add_argument("--save-maps", help="write the edited maps (x0 = the regenerated image)")
+    p.add_argument("--panel", action="store_true", help="write original | edit side by side")
+    args = p.parse_args(argv)
+    maps = load_maps(args.maps)
+    model, device, dtype = model_from_args(args)
+    if maps.model_sha256 != model.sha256:
+        print(f"warning: {args.maps} was made with another model ({maps.model_sha256[:12]}...); "
+              "its maps will not reproduce the image")
+    N, C, H, W = maps.x0.shape
+    if (C, H) != (model.unet.cfg.in_ch, model.unet.cfg.image_size):
+        raise NoiseMapError(f"{args.maps}: {H}x{W} maps do not fit the {model.unet.cfg.image_size}px model")
+    t_range = tuple(args.t_range) if args.t_range else None
+    mask = load_mask(args.mask, H, W) if args.mask else None
+    g = torch.Generator().manual_seed(args.seed)
+    progress = not args.no_progress
+    to_dev = lambda m: m.replace(xT=m.xT.to(device, dtype), zs=m.zs.to(device, dtype))  # noqa: E731
+    maps = to_dev(maps)
+
+    edited = maps
+    if args.paste:
+        if mask is None:
+            raise ValueError("--paste needs --mask")
+        edited = edits.paste(edited, to_dev(load_maps(args.paste)), mask.to(device), t_range=t_range)
+    if args.mix:
+        edited = edits.mix(edited, to_dev(load_maps(args.mix[0])), float(args.mix[1]), t_range=t_range)
+    if args.shift:
+        edited = edits.shift(edited, *args.shift, fill=args.fill, t_range=t_range, generator=g)
+    base = None
+    if args.color:
+        base = regenerate(model.eps, maps, progress=progress)
+        c_range = t_range or edits.COLOR_T_RANGE
+        c_mask = None if mask is None else mask.to(device)
+        offset, gain = edits.solve_color(model.eps, maps, torch.tensor(args.color), base=base, mask=c_mask,
+                                         t_range=c_range, progress=progress)
+        edited = edits.color(edited, offset, mask=c_mask, t_range=c_range)
+        print(f"color: gain {[round(v, 3) for v in gain.tolist()]} (output per map unit, t in {list(c_range)}), "
+              f"map offset {[round(v, 4) for v in offset.tolist()]}")
+    if args.resample:
+        edited = edits.resample(edited, tuple(args.resample), g)
+
+    x = regenerate(model.eps, edited, progress=progress).cpu()
+    x0 = maps.x0
+    if edited is maps:
+        print(f"no edit: max-abs error vs the inverted image {(x.double() - x0.double()).abs().max().item():.3e}")
+    if args.shift:
+        dx, dy = args.shift
+        ps = psnr(overlap(x, dx, dy), overlap(shift_image(x0.to(x.dtype), dx, dy), dx, dy))
+        print(f"shift ({dx}, {dy}): PSNR vs the shifted original on the overlap {ps.mean().item():.2f} dB")
+    if args.color:
+        change = edits.mean_change(x, base.cpu(), mask)
+        print(f"color: requested {args.color}, measured mean change {[round(v, 3) for v in change.tolist()]}")
+    out = Path(args.out)
+    for path, img, orig in zip(out_paths(out, N), x, x0):
+        save_png(path, torch.cat([orig.to(img.dtype), torch.ones(C, H, 2, dtype=img.dtype), img], dim=2)
+                 if args.panel else img)
+    print(f"wrote {', '.join(str(q) for q in out_paths(out, N))}")
+    if args.save_maps:
+        save_maps(args.save_maps, edited.replace(x0=x, xT=edited.xT.cpu(), zs=edited.zs.cpu()))
+        print(f"wrote {args.save_maps}")
+
+
+if __name__ == "__main__":
+    main_guard(main)
