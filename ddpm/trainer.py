@@ -10,6 +10,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -230,7 +231,7 @@ class Trainer:
             with open(self.out / "log.jsonl", "a") as f:
                 f.write(line + "\n")
         else:
-            tqdm.write(msg)
+            tqdm.write(msg, file=sys.stderr)
 
     @torch.no_grad()
     def samples(self, n: int = 64) -> None:

@@ -77,4 +77,6 @@ def bits_per_dim(eps_model: EpsModel, x0: Tensor, sched: Schedule, generator: to
 def mean_ci(samples: Tensor) -> tuple[float, float]:
     """Mean and 95% normal-approximation half-width of i.i.d. samples."""
     n = samples.numel()
-    return samples.mean().item(), 1.96 * samples.std().item() / math.sqrt(max(n, 1))
+    if n < 2:
+        return samples.mean().item(), math.inf
+    return samples.mean().item(), 1.96 * samples.std().item() / math.sqrt(n)

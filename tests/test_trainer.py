@@ -1,0 +1,172 @@
+"""trainer.py / train.py: data formats, learning, exact resume (also after SIGTERM and SIGKILL), EMA, DDP."""
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from ddpm.checkpoint import load_training_checkpoint
+from ddpm.data import DataError, load_dataset
+from ddpm.trainer import ema_decay_at, ema_update
+from ddpm.unet import PRESETS, UNet
+
+from conftest import ASSETS, ROOT
+
+FAST = ["--preset", "tiny", "--batch", "4", "--workers", "0", "--sample-steps", "2", "--eval-images", "4",
+        "--log-every", "1", "--warmup", "1", "--lr", "1e-3", "--threads", "1"]
+
+
+def train(*args, check=True, **kw):
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, *map(str, args)], capture_output=True,
+                       text=True, cwd=ROOT, **kw)
+    if check:
+        assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def cifar_py(tmp_path_factory):
+    """A fabricated CIFAR-10 python folder (cifar-10-batches-py), 16 images per batch, written with pickle."""
+    root = tmp_path_factory.mktemp("cifar")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rng.integers(0, 256, (16, 3072), dtype=np.uint8),
+                         "labels": rng.integers(0, 10, 16).tolist()}, f, protocol=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """An ImageFolder tree of the real shipped CIFAR-10 test images, two classes."""
+    root = tmp_path_factory.mktemp("imgs")
+    for k, f in enumerate(sorted((ASSETS / "cifar10").glob("*.jpg"))):
+        (root / f"class{k % 2}").mkdir(exist_ok=True)
+        shutil.copy(f, root / f"class{k % 2}" / f.name)
+    return root
+
+
+def weights(out):
+    return load_training_checkpoint(sorted(out.glob("ckpt_*.pt"))[-1])
+
+
+def test_cifar_python_folder_loads_and_trains(cifar_py, tmp_path):
+    ds = load_dataset(cifar_py, 32)
+    x, y = ds[0]
+    assert len(ds) == 80 and x.shape == (3, 32, 32) and -1 <= x.min() and x.max() <= 1 and 0 <= y < 10
+    train("--data", cifar_py, "--out", tmp_path / "run", "--steps", 2)
+    assert (tmp_path / "run" / "ema.safetensors").exists() and (tmp_path / "run" / "samples_00000002.png").exists()
+
+
+def test_cifar_reader_refuses_a_pickle_that_carries_code(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    for name in [f"data_batch_{k}" for k in range(1, 6)]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": Evil(), "labels": [0]}, f)
+    with pytest.raises(DataError, match="refused to unpickle"):
+        load_dataset(tmp_path, 32)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_image_folder_trains_and_logs_progress(image_folder, tmp_path):
+    train("--data", image_folder, "--eval-data", image_folder, "--out", tmp_path / "run", "--steps", 3)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert {"loss", "lr", "grad_norm", "images_per_s"} <= set(log[0])
+    final = log[-1]
+    assert final["step"] == 3 and np.isfinite(final["bits_per_dim"]) and final["bits_per_dim_ci95"] > 0
+
+
+def test_loss_decreases_when_overfitting_a_few_images(image_folder, tmp_path):
+    """L_simple on 9 real images: the mean of the last 15 logged losses < 60% of the first 15."""
+    train("--data", image_folder, "--out", tmp_path / "run", "--steps", 80, "--eval-images", 1)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    assert np.mean(losses[-15:]) < 0.6 * np.mean(losses[:15])
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(image_folder, tmp_path):
+    """6 steps in one go == 3 steps, then --resume to 6: model, EMA and optimizer bit-identical."""
+    train("--data", image_folder, "--out", tmp_path / "a", "--steps", 6)
+    train("--data", image_folder, "--out", tmp_path / "b", "--steps", 3)
+    train("--data", image_folder, "--out", tmp_path / "b", "--steps", 6, "--resume")
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "ema"):
+        assert all(torch.equal(v, b[part][k]) for k, v in a[part].items()), part
+    negative = weights(tmp_path / "b")
+    negative["model"] = {k: v + 1e-3 for k, v in negative["model"].items()}
+    assert not all(torch.equal(v, negative["model"][k]) for k, v in a["model"].items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_training_resumes_to_identical_weights(image_folder, tmp_path, sig):
+    """A run killed mid-way (SIGTERM: saves on the spot; SIGKILL: loses the steps since the last checkpoint)
+    and resumed ends with the same weights as an uninterrupted run."""
+    args = ["--data", image_folder, "--ckpt-every", "4", "--sample-every", "0"]
+    train(*args, "--out", tmp_path / "a", "--steps", 40)
+    out = tmp_path / "b"
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *FAST, *map(str, args), "--out", str(out),
+                          "--steps", "400"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("ckpt_*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert p.returncode == 128 + signal.SIGTERM and "continue with --resume" in err
+    stopped = weights(out)["step"]
+    assert 0 < stopped < 40, stopped
+    train(*args, "--out", out, "--steps", 40, "--resume")
+    a, b = weights(tmp_path / "a"), weights(out)
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+
+
+def test_ema_update_matches_its_formula():
+    """theta_ema <- d theta_ema + (1 - d) theta, with warm-up d = min(decay, (1 + step) / (10 + step))."""
+    torch.manual_seed(0)
+    ema, model = UNet(PRESETS["tiny"]), UNet(PRESETS["tiny"])
+    before = [p.clone() for p in ema.parameters()]
+    d = ema_decay_at(5, 0.9999)
+    assert d == pytest.approx(6 / 15) and ema_decay_at(10**6, 0.9999) == 0.9999
+    ema_update(ema, model, d)
+    for e, b, p in zip(ema.parameters(), before, model.parameters()):
+        torch.testing.assert_close(e, d * b + (1 - d) * p, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_finishes_with_agreeing_ranks(image_folder, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), *FAST,
+                        "--data", str(image_folder), "--out", str(tmp_path / "ddp"), "--steps", "3"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = json.loads((tmp_path / "ddp" / "log.jsonl").read_text().splitlines()[-1])
+    assert final["ranks_agree"] is True and final["step"] == 3
+
+
+def test_corrupt_or_mismatched_checkpoint_gives_a_one_line_error(image_folder, tmp_path):
+    out = tmp_path / "run"
+    train("--data", image_folder, "--out", out, "--steps", 2)
+    r = train("--data", image_folder, "--out", out, "--steps", 4, "--resume", "--preset", "cifar10-cpu", check=False)
+    assert r.returncode == 2 and "not --preset cifar10-cpu" in r.stderr and "Traceback" not in r.stderr
+    ck = sorted(out.glob("ckpt_*.pt"))[-1]
+    ck.write_bytes(ck.read_bytes()[:1000])
+    r = train("--data", image_folder, "--out", out, "--steps", 4, "--resume", check=False)
+    assert r.returncode == 2 and "truncated, corrupt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
