@@ -16,6 +16,8 @@ from PIL import Image
 
 from ddpm.cli import add_model_flags, main_guard, model_from_args
 from ddpm import edits
+from ddpm.checkpoint import load_model
+from ddpm.guidance import class_index, guided_eps
 from ddpm.images import ImageError, save_png
 from ddpm.metrics import overlap, psnr, shift_image
 from ddpm.noisemap import NoiseMapError, load_maps, regenerate, save_maps
@@ -47,11 +49,17 @@ def main(argv=None):
     p.add_argument("--paste", metavar="OTHER.npz", help="take OTHER's maps inside --mask")
     p.add_argument("--mix", nargs=2, metavar=("OTHER.npz", "W"), help="interpolate towards OTHER's maps by W")
     p.add_argument("--resample", type=int, nargs=2, metavar=("HI", "LO"), help="fresh noise for maps with LO <= t <= HI")
+    p.add_argument("--class", dest="cls", help="target class: regenerate with this condition after --skip steps")
+    p.add_argument("--cfg", type=float, default=1.0, help="guidance scale for --class")
+    p.add_argument("--skip", type=int, default=0, help="steps run with the source condition before switching")
+    p.add_argument("--other-ckpt", help="CycleDiffusion: regenerate with this model after --skip steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="PNG (OUT_k.png per image when there are several)")
     p.add_argument("--save-maps", help="write the edited maps (x0 = the regenerated image)")
     p.add_argument("--panel", action="store_true", help="write original | edit side by side")
     args = p.parse_args(argv)
+    if args.save_maps and (args.cls is not None or args.other_ckpt):
+        raise ValueError("--save-maps cannot record a --class/--other-ckpt switch; save without it")
     maps = load_maps(args.maps)
     model, device, dtype = model_from_args(args)
     if maps.model_sha256 != model.sha256:
@@ -66,6 +74,9 @@ def main(argv=None):
     progress = not args.no_progress
     to_dev = lambda m: m.replace(xT=m.xT.to(device, dtype), zs=m.zs.to(device, dtype))  # noqa: E731
     maps = to_dev(maps)
+    src_eps = model.eps
+    if "class_label" in maps.extra:
+        src_eps = guided_eps(model.unet, maps.extra["class_label"], maps.extra.get("cfg_scale", 1.0))
 
     edited = maps
     if args.paste:
@@ -78,10 +89,10 @@ def main(argv=None):
         edited = edits.shift(edited, *args.shift, fill=args.fill, t_range=t_range, generator=g)
     base = None
     if args.color:
-        base = regenerate(model.eps, maps, progress=progress)
+        base = regenerate(src_eps, maps, progress=progress)
         c_range = t_range or edits.COLOR_T_RANGE
         c_mask = None if mask is None else mask.to(device)
-        offset, gain = edits.solve_color(model.eps, maps, torch.tensor(args.color), base=base, mask=c_mask,
+        offset, gain = edits.solve_color(src_eps, maps, torch.tensor(args.color), base=base, mask=c_mask,
                                          t_range=c_range, progress=progress)
         edited = edits.color(edited, offset, mask=c_mask, t_range=c_range)
         print(f"color: gain {[round(v, 3) for v in gain.tolist()]} (output per map unit, t in {list(c_range)}), "
@@ -89,9 +100,18 @@ def main(argv=None):
     if args.resample:
         edited = edits.resample(edited, tuple(args.resample), g)
 
-    x = regenerate(model.eps, edited, progress=progress).cpu()
+    tgt_eps = src_eps
+    if args.cls is not None:
+        y = torch.full((N,), class_index(args.cls, model.unet.cfg.num_classes))
+        tgt_eps = guided_eps(model.unet, y, args.cfg)
+    if args.other_ckpt:
+        other = load_model(args.other_ckpt).to(device, dtype)
+        tgt_eps = other.eps if args.cls is None else guided_eps(other.unet, y, args.cfg)
+    switched = tgt_eps is not src_eps
+    x = (edits.regenerate_switched(src_eps, tgt_eps, edited, args.skip, progress) if switched
+         else regenerate(src_eps, edited, progress=progress)).cpu()
     x0 = maps.x0
-    if edited is maps:
+    if edited is maps and not switched:
         print(f"no edit: max-abs error vs the inverted image {(x.double() - x0.double()).abs().max().item():.3e}")
     if args.shift:
         dx, dy = args.shift

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ddpm.cli import add_model_flags, main_guard, model_from_args
+from ddpm.guidance import class_index, guided_eps
 from ddpm.images import load_image, save_png, to_uint8
 from ddpm.inversion import invert_to_maps
 from ddpm.noisemap import save_maps
@@ -27,6 +28,8 @@ def main(argv=None):
     p.add_argument("--last", choices=["fixed_large", "zero"], default="fixed_large",
                    help="sigma of the last step: fixed_large (exact) or zero (the official code)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--class", dest="cls", help="source class (class-conditional models), e.g. cat")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale with --class")
     p.add_argument("--strict", action="store_true", help="refuse images that are not the model's size")
     p.add_argument("--out", required=True, help="noise-map file (.npz); the reconstruction goes beside it (.png)")
     args = p.parse_args(argv)
@@ -38,9 +41,13 @@ def main(argv=None):
     model, device, dtype = model_from_args(args)
     size = model.unet.cfg.image_size
     x0 = torch.stack([load_image(f, size, strict=args.strict) for f in args.image]).to(device, dtype)
+    eps_model, extra = None, {}
+    if args.cls is not None:
+        y = torch.full((len(args.image),), class_index(args.cls, model.unet.cfg.num_classes))
+        eps_model, extra = guided_eps(model.unet, y, args.cfg), {"class_label": y, "cfg_scale": args.cfg}
     maps, x_rec = invert_to_maps(model, x0, S=args.steps, skip=args.skip, spacing=args.spacing, method=args.method,
                                  mode=args.mode, seed=args.seed, chunk=args.chunk, last=args.last,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, eps_model=eps_model, extra=extra)
     save_maps(out, maps)
     rec_png = out.with_suffix(".png")
     save_png(rec_png, x_rec)

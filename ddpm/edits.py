@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .diffusion import EpsModel
+from .diffusion import EpsModel, sample
 from .noisemap import NoiseMaps, regenerate
 
 Fill = Literal["noise", "zeros", "reflect", "wrap"]
@@ -146,3 +146,18 @@ def solve_color(eps_model: EpsModel, maps: NoiseMaps, target: Tensor, *, base: T
     for _ in range(newton_steps):
         offset = offset + (target.double() - mean_change(edit(offset), base, mask)) / gain
     return offset, gain
+
+
+@torch.no_grad()
+def regenerate_switched(eps_src: EpsModel, eps_tgt: EpsModel, maps: NoiseMaps, skip: int,
+                        progress: bool = False) -> Tensor:
+    """Semantic edit by changing the condition (paper sec. 5; CycleDiffusion with two models): the first
+    `skip` steps run with the source eps model (reproducing the inversion's x at timesteps[skip] exactly),
+    the remaining ones with the target eps model and the same maps."""
+    S = len(maps.timesteps)
+    if not 0 <= skip < S:
+        raise ValueError(f"--skip must be between 0 and {S - 1}, got {skip}")
+    steps, sig = maps.steps, maps.sigmas
+    x = maps.xT if skip == 0 else sample(eps_src, maps.xT, steps[:skip], sig[:skip], zs=maps.zs[:skip],
+                                         clip=maps.clip_x0, progress=progress)
+    return sample(eps_tgt, x, steps[skip:], sig[skip:], zs=maps.zs[skip:], clip=maps.clip_x0, progress=progress)

@@ -121,9 +121,12 @@ def map_stats(zs: Tensor) -> dict[str, Tensor]:
 
 def invert_to_maps(model: Model, x0: Tensor, *, S: int, skip: int = 0, spacing: Spacing = "leading",
                    method: Method = "edit_friendly", mode: Mode = "exact", seed: int = 0, chunk: int = 8,
-                   last: Last = "fixed_large", progress: bool = True) -> tuple[NoiseMaps, Tensor]:
+                   last: Last = "fixed_large", progress: bool = True, eps_model: EpsModel | None = None,
+                   extra: dict | None = None) -> tuple[NoiseMaps, Tensor]:
     """Invert x0 (N, C, H, W, on the model's device and dtype) with S strided steps, starting at step
-    `skip` (the paper's T_skip: the maps cover timesteps[skip:]). Returns (maps, x0_rec)."""
+    `skip` (the paper's T_skip: the maps cover timesteps[skip:]). Returns (maps, x0_rec).
+    eps_model defaults to the model's unconditional eps (pass a `guidance.guided_eps` for a class);
+    extra holds the file's optional keys (class_label, cfg_scale)."""
     T = model.sched.T
     if not 1 <= S <= T:
         raise ValueError(f"--steps must be between 1 and {T}, got {S}")
@@ -131,8 +134,9 @@ def invert_to_maps(model: Model, x0: Tensor, *, S: int, skip: int = 0, spacing: 
         raise ValueError(f"--skip must be between 0 and steps-1 = {S - 1}, got {skip}")
     steps = make_steps(model.sched, strided_timesteps(S, T, spacing))[skip:]
     g = torch.Generator().manual_seed(seed)
-    xT, zs, sigma, x_rec = invert(model.eps, x0, steps, model.sched, method=method, mode=mode, generator=g,
+    xT, zs, sigma, x_rec = invert(eps_model or model.eps, x0, steps, model.sched, method=method, mode=mode, generator=g,
                                   clip=model.clip_x0, last=last, chunk=chunk, progress=progress)
     maps = NoiseMaps(x0=x0.cpu(), xT=xT.cpu(), zs=zs.cpu(), timesteps=steps.t, alphas_cumprod=model.sched.alpha_bar,
-                     sigmas=sigma, clip_x0=model.clip_x0, method=method, model_sha256=model.sha256)
+                     sigmas=sigma, clip_x0=model.clip_x0, method=method, model_sha256=model.sha256,
+                     extra=dict(extra or {}))
     return maps, x_rec

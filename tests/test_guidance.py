@@ -1,0 +1,82 @@
+"""guidance.py: classifier-free guidance as an eps model; exact inversion holds under guidance."""
+import pytest
+import torch
+
+from ddpm.checkpoint import Model
+from ddpm.guidance import class_index, guided_eps
+from ddpm.inversion import invert
+from ddpm.diffusion import sample
+from ddpm.schedule import linear_schedule, make_steps, strided_timesteps
+from ddpm.unet import UNet, UNetConfig
+
+
+@pytest.fixture(scope="module")
+def cond_unet():
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, dropout=0.0, num_classes=10)).eval()
+    torch.nn.init.normal_(unet.class_emb.weight)
+    return unet
+
+
+def test_null_condition_with_guidance_1_is_the_unconditional_path(cond_unet):
+    """y = null and w = 1 gives exactly unet(x, t) (no labels), for any batch layout."""
+    x, t = torch.randn(4, 3, 32, 32), torch.tensor([1, 2, 3, 4])
+    null = torch.full((2,), 10)
+    with torch.no_grad():
+        assert torch.equal(guided_eps(cond_unet, null, 1.0)(x, t), cond_unet(x, t))
+        # any w: cond = uncond when y is null, so the guided eps equals it to rounding
+        torch.testing.assert_close(guided_eps(cond_unet, null, 3.0)(x, t), cond_unet(x, t), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["exact", "batched"])
+def test_reconstruction_with_the_source_class_and_guidance_stays_exact(cond_unet, cifar_images, mode):
+    """Invert with (class, w) and regenerate with the same (class, w): max-abs <= 1e-4 in float32."""
+    sched = linear_schedule()
+    steps = make_steps(sched, strided_timesteps(10))
+    eps = guided_eps(cond_unet, torch.tensor([3, 5]), 3.0)
+    x0 = cifar_images[:2]
+    xT, zs, sigma, rec = invert(eps, x0, steps, sched, mode=mode, generator=torch.Generator().manual_seed(0),
+                                progress=False)
+    assert (sample(eps, xT, steps, sigma, zs=zs, progress=False) - x0).abs().max() <= 1e-4
+    other = guided_eps(cond_unet, torch.tensor([1, 1]), 3.0)  # negative control: another class, another image
+    assert (sample(other, xT, steps, sigma, zs=zs, progress=False) - x0).abs().max() > 1e-3
+
+
+def test_class_names_and_unconditional_models_are_checked():
+    assert class_index("cat", 10) == 3 and class_index("7", 10) == 7
+    with pytest.raises(ValueError, match="not one of"):
+        class_index("zebra", 10)
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="unconditional"):
+        guided_eps(UNet(UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1)), torch.tensor([0]), 1.0)
+
+
+def test_class_edit_through_the_command_lines(tmp_path, cond_unet):
+    """invert.py --class cat --cfg 2 records the condition; edit.py with no edit reproduces x0 (<= 1e-4);
+    edit.py --class dog --skip 3 regenerates a different image from the same maps."""
+    import subprocess
+    import sys
+
+    from ddpm.checkpoint import save_model
+    from ddpm.noisemap import load_maps
+
+    from conftest import ASSETS, ROOT
+
+    ckpt = tmp_path / "cond.safetensors"
+    save_model(ckpt, cond_unet)
+    maps = tmp_path / "m.npz"
+    run = lambda *a: subprocess.run([sys.executable, *map(str, a), "--no-progress"], capture_output=True,  # noqa: E731
+                                    text=True, cwd=ROOT)
+    r = run(ROOT / "invert.py", "--ckpt", ckpt, "--image", ASSETS / "cifar10" / "cat_0000.jpg", "--steps", 10,
+            "--class", "cat", "--cfg", 2.0, "--out", maps)
+    assert r.returncode == 0, r.stderr
+    m = load_maps(maps)
+    assert m.extra["class_label"].tolist() == [3] and m.extra["cfg_scale"] == 2.0
+    r = run(ROOT / "edit.py", maps, "--ckpt", ckpt, "--out", tmp_path / "same.png")
+    assert r.returncode == 0 and float(r.stdout.split("inverted image ")[1].split()[0]) <= 1e-4, r.stdout + r.stderr
+    r = run(ROOT / "edit.py", maps, "--ckpt", ckpt, "--class", "dog", "--cfg", 3.0, "--skip", 3, "--out",
+            tmp_path / "dog.png")
+    assert r.returncode == 0, r.stderr
+    from ddpm.images import load_image
+
+    assert (load_image(tmp_path / "dog.png", 32) - load_image(tmp_path / "same.png", 32)).abs().max() > 0.05
