@@ -28,7 +28,7 @@ test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not slow" tests
 
 figures: $(VENV)/.runtime
-	$(PY) -m ddpm.figures --ckpt $(CKPT) --out docs/figures
+	$(PY) bench/figures.py --ckpt $(CKPT) --out docs/figures
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
