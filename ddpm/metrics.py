@@ -46,10 +46,3 @@ def overlap(x: Tensor, dx: int, dy: int) -> Tensor:
 def shift_image(x: Tensor, dx: int, dy: int) -> Tensor:
     """The original image translated by (dx, dy) (wrapped; compare only on `overlap`)."""
     return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
-
-
-def channel_means(x: Tensor) -> Tensor:
-    """(N, C, H, W) -> (N, C) mean per channel."""
-    return x.double().mean((-2, -1))
-
-
