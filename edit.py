@@ -72,8 +72,7 @@ def main(argv=None):
     mask = load_mask(args.mask, H, W) if args.mask else None
     g = torch.Generator().manual_seed(args.seed)
     progress = not args.no_progress
-    to_dev = lambda m: m.replace(xT=m.xT.to(device, dtype), zs=m.zs.to(device, dtype))  # noqa: E731
-    maps = to_dev(maps)
+    maps = maps.to(device, dtype)
     src_eps = model.eps
     if "class_label" in maps.extra:
         src_eps = guided_eps(model.unet, maps.extra["class_label"], maps.extra.get("cfg_scale", 1.0))
@@ -82,9 +81,9 @@ def main(argv=None):
     if args.paste:
         if mask is None:
             raise ValueError("--paste needs --mask")
-        edited = edits.paste(edited, to_dev(load_maps(args.paste)), mask.to(device), t_range=t_range)
+        edited = edits.paste(edited, load_maps(args.paste).to(device, dtype), mask.to(device), t_range=t_range)
     if args.mix:
-        edited = edits.mix(edited, to_dev(load_maps(args.mix[0])), float(args.mix[1]), t_range=t_range)
+        edited = edits.mix(edited, load_maps(args.mix[0]).to(device, dtype), float(args.mix[1]), t_range=t_range)
     if args.shift:
         edited = edits.shift(edited, *args.shift, fill=args.fill, t_range=t_range, generator=g)
     base = None

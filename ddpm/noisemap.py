@@ -56,6 +56,10 @@ class NoiseMaps:
     def replace(self, **kw) -> "NoiseMaps":
         return NoiseMaps(**{**self.__dict__, **kw})
 
+    def to(self, device: str | torch.device, dtype: torch.dtype) -> "NoiseMaps":
+        """The maps the sampler consumes (xT, zs) on the model's device and dtype; x0 and the schedule stay."""
+        return self.replace(xT=self.xT.to(device, dtype), zs=self.zs.to(device, dtype))
+
     def validate(self, source: str = "noise maps") -> "NoiseMaps":
         S, N = self.timesteps.numel(), self.x0.shape[0]
         if self.x0.dim() != 4 or self.xT.shape != self.x0.shape:

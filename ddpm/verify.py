@@ -28,7 +28,7 @@ def main(argv=None):
     if maps.x0.shape[1:] != (model.unet.cfg.in_ch, model.unet.cfg.image_size, model.unet.cfg.image_size):
         raise NoiseMapError(f"{args.file}: images {tuple(maps.x0.shape[1:])} do not fit the model's "
                             f"{model.unet.cfg.image_size}x{model.unet.cfg.image_size}")
-    maps = maps.replace(xT=maps.xT.to(device, dtype), zs=maps.zs.to(device, dtype))
+    maps = maps.to(device, dtype)
     x0 = regenerate(model.eps, maps, progress=not args.no_progress)
     err = (x0.cpu().double() - maps.x0.double()).abs().max().item()
     ok = err <= args.tol
