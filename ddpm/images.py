@@ -80,9 +80,9 @@ def grid(x: Tensor, nrow: int | None = None, pad: int = 2) -> Tensor:
     return out
 
 
-def save_png(path: str | Path, x: Tensor) -> None:
-    """Write a (C, H, W) image in [-1, 1] (or a (N, C, H, W) batch, as a grid) to a PNG, atomically."""
+def save_png(path: str | Path, x: Tensor, nrow: int | None = None) -> None:
+    """Write a (C, H, W) image in [-1, 1] (or a (N, C, H, W) batch, as a grid of nrow columns) to a PNG, atomically."""
     if x.dim() == 4:
-        x = grid(x)
+        x = grid(x, nrow)
     img = Image.fromarray(to_uint8(x))
     atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

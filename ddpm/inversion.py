@@ -107,6 +107,31 @@ def invert(eps_model: EpsModel, x0: Tensor, steps: Steps, sched: Schedule, *, me
     return xs[0], zs, sigma, x_rec
 
 
+@torch.no_grad()
+def ddim_invert(eps_model: EpsModel, x0: Tensor, steps: Steps, *, progress: bool = True) -> Tensor:
+    """DDIM inversion, the deterministic baseline (Song et al. 2021, eq. 12 with sigma = 0, run upwards;
+    Dhariwal & Nichol 2021, appendix F): from x0, for each step from the lowest timestep up,
+    eps = eps_theta(x_lo, t_hi), x_hi = sqrt(ab_hi) (x_lo - sqrt(1 - ab_lo) eps) / sqrt(ab_lo) + sqrt(1 - ab_hi) eps.
+    Returns x at timesteps[0]. Approximate: it assumes eps_theta(x_hi, t_hi) = eps_theta(x_lo, t_hi), so the
+    eta = 0 sampler (`sample(..., eta=0, clip=False)` with zero sigmas) brings it back only near x0, exactly
+    only when eps does not depend on x. It has no noise maps and no file format: it is what edit-friendly
+    inversion is compared against (paper sec. 5)."""
+    x = x0
+    for k in iterate_steps(steps.S, progress, "DDIM inversion"):
+        i = steps.S - 1 - k
+        ab_lo, ab_hi = at(steps.alpha_bar_prev, i, x), at(steps.alpha_bar_t, i, x)
+        eps = eps_model(x, timestep_batch(steps.t[i], x))
+        x = ab_hi.sqrt() * (x - (1.0 - ab_lo).sqrt() * eps) / ab_lo.sqrt() + (1.0 - ab_hi).sqrt() * eps
+    return x
+
+
+def ddim_regenerate(eps_model: EpsModel, x: Tensor, steps: Steps, *, progress: bool = True) -> Tensor:
+    """The deterministic DDIM sampler (eta = 0, no clipping) from x at timesteps[0]: the inverse of `ddim_invert`."""
+    sigma = torch.zeros(steps.S, dtype=torch.float64)
+    return sample(eps_model, x, steps, sigma, zs=torch.zeros((steps.S, *x.shape), dtype=x.dtype, device=x.device),
+                  clip=False, eta=0.0, progress=progress)
+
+
 def map_stats(zs: Tensor) -> dict[str, Tensor]:
     """Per-step statistics of noise maps (S, N, C, H, W), float64 (S,) each:
     mean, variance, and the Pearson correlation of each map with the next one (last entry NaN).

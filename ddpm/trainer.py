@@ -53,6 +53,8 @@ class TrainConfig:
     compile: bool = False
     class_cond: bool = False
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
+    sample_cfg: float = 3.0  # guidance scale of the sample grids of a class-conditional model (one row per class)
+    init: str = ""  # start from these weights (a model file); a new class embedding starts at zero
     download: bool = False
 
 
@@ -137,6 +139,8 @@ class Trainer:
             raise ValueError(f"{cfg.data}: {len(self.train_set)} training images, fewer than --batch {cfg.batch}")
         if resume:
             self.load_latest()
+        elif cfg.init:
+            self.init_from(cfg.init)
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -177,6 +181,26 @@ class Trainer:
         if ck["cuda_rng"]:
             torch.cuda.set_rng_state_all(ck["cuda_rng"])
         self.log(f"resumed from {ckpts[-1]} at step {self.step}")
+
+    def init_from(self, path: str) -> None:
+        """Warm start: weights from a model file of the same architecture. A conditional model may start from an
+        unconditional one: its class embedding starts at zero, so at step 0 it equals the source model for every
+        label (the embedding is added to the timestep embedding)."""
+        from .checkpoint import load_model
+
+        src, own = load_model(path).unet.state_dict(), self.model.state_dict()
+        new = set(own) - set(src)
+        bad = (set(src) - set(own)) | (new - {"class_emb.weight"})
+        bad |= {k for k in set(src) & set(own) if src[k].shape != own[k].shape}
+        if bad:
+            raise CheckpointError(f"--init {path}: does not match --preset {self.cfg.preset} "
+                                  f"({', '.join(sorted(bad)[:3])}); use a model of the same preset")
+        with torch.no_grad():
+            if new:
+                self.model.class_emb.weight.zero_()
+            self.model.load_state_dict({**self.model.state_dict(), **src})
+        self.ema.load_state_dict(self.model.state_dict())
+        self.log(f"initialised from {path}" + (" (class embedding at zero)" if new else ""))
 
     # ---- data --------------------------------------------------------------------------------------------
     def batches(self):
@@ -237,11 +261,16 @@ class Trainer:
     def samples(self, n: int = 64) -> None:
         if self.rank:
             return
+        from .guidance import guided_eps
+
         steps = make_steps(self.sched, strided_timesteps(self.cfg.sample_steps, self.sched.T))
+        k = self.ucfg.num_classes
+        n = 8 * k if k else n
+        eps_model = guided_eps(self.ema, torch.arange(n) // 8, self.cfg.sample_cfg) if k else self.ema
         g = torch.Generator().manual_seed(self.cfg.seed)
         x_T = torch.randn((n, 3, self.ucfg.image_size, self.ucfg.image_size), generator=g).to(self.device)
-        x0 = sample(self.ema, x_T, steps, steps.sigma("fixed_small"), generator=g, progress=False)
-        save_png(self.out / f"samples_{self.step:08d}.png", x0)
+        x0 = sample(eps_model, x_T, steps, steps.sigma("fixed_small"), generator=g, progress=False)
+        save_png(self.out / f"samples_{self.step:08d}.png", x0, nrow=8)
 
     @torch.no_grad()
     def evaluate(self) -> dict:

@@ -3,6 +3,7 @@ log, and it inverts a shipped real image exactly."""
 import json
 import re
 
+import pytest
 import torch
 
 from ddpm.checkpoint import file_sha256, load_model
@@ -12,18 +13,28 @@ from ddpm.inversion import invert_to_maps
 from conftest import ASSETS, ROOT
 
 CKPT = ROOT / "checkpoints" / "cifar10-cpu.safetensors"
-CARD = (ROOT / "checkpoints" / "README.md").read_text()
+MODELS = ["cifar10-cpu", "cifar10-cpu-cond"]
 
 
-def test_checkpoint_hash_matches_the_model_card():
-    assert re.search(r"sha256 `([0-9a-f]{64})`", CARD).group(1) == file_sha256(CKPT)
+def card(name: str) -> str:
+    """The model card's section for checkpoints/<name>.safetensors (from its heading to the next model's)."""
+    text = (ROOT / "checkpoints" / "README.md").read_text()
+    parts = re.split(r"^## `([\w.-]+)\.safetensors`", text, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))[name]
 
 
-def test_card_numbers_come_from_the_training_log():
-    log = [json.loads(line) for line in (ROOT / "checkpoints" / "cifar10-cpu.log.jsonl").read_text().splitlines()]
+@pytest.mark.parametrize("name", MODELS)
+def test_checkpoint_hash_matches_the_model_card(name):
+    assert re.search(r"sha256 `([0-9a-f]{64})`", card(name)).group(1) == file_sha256(ROOT / "checkpoints" / f"{name}.safetensors")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_card_numbers_come_from_the_training_log(name):
+    text = card(name)
+    log = [json.loads(line) for line in (ROOT / "checkpoints" / f"{name}.log.jsonl").read_text().splitlines()]
     final = [r for r in log if "bits_per_dim" in r][-1]
-    assert f"{final['bits_per_dim']:.3f}" in CARD and f"{final['eval_loss']:.4f}" in CARD
-    assert f"{final['step']} steps" in CARD
+    assert f"{final['bits_per_dim']:.3f}" in text and f"{final['eval_loss']:.4f}" in text
+    assert f"{final['step']} steps" in text
 
 
 def test_shipped_model_inverts_a_shipped_image_exactly():

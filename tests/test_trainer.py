@@ -170,3 +170,32 @@ def test_corrupt_or_mismatched_checkpoint_gives_a_one_line_error(image_folder, t
     ck.write_bytes(ck.read_bytes()[:1000])
     r = train("--data", image_folder, "--out", out, "--steps", 4, "--resume", check=False)
     assert r.returncode == 2 and "truncated, corrupt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_init_from_an_unconditional_model_starts_equal_to_it_for_every_label(image_folder, tmp_path):
+    """--class-cond --init UNCOND, one step at lr 0 (so a checkpoint is written, weights unchanged):
+    the conditional EMA equals the source model for every label and the null class; the class embedding is zero.
+    The sample grid has one row of 8 per class."""
+    from ddpm.checkpoint import load_model
+
+    train("--data", image_folder, "--out", tmp_path / "src", "--steps", 2)
+    src = load_model(tmp_path / "src" / "ema.safetensors").unet
+    train("--data", image_folder, "--out", tmp_path / "cond", "--steps", 1, "--lr", 0, "--class-cond",
+          "--init", tmp_path / "src" / "ema.safetensors")
+    cond = load_model(tmp_path / "cond" / "ema.safetensors").unet
+    assert cond.cfg.num_classes == 10 and torch.count_nonzero(cond.class_emb.weight) == 0
+    x, t = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.tensor([5, 500, 999])
+    with torch.no_grad():
+        ref = src(x, t)
+        for y in (0, 7, 10):
+            torch.testing.assert_close(cond(x, t, torch.full((3,), y)), ref, rtol=0, atol=1e-6)
+    from PIL import Image
+    w, h = Image.open(sorted((tmp_path / "cond").glob("samples_*.png"))[-1]).size
+    assert (w, h) == (2 + 8 * 34, 2 + 10 * 34)
+
+
+def test_init_with_another_architecture_is_refused(image_folder, tmp_path):
+    train("--data", image_folder, "--out", tmp_path / "src", "--steps", 1)
+    r = train("--data", image_folder, "--out", tmp_path / "b", "--steps", 1, "--preset", "cifar10-cpu",
+              "--init", tmp_path / "src" / "ema.safetensors", check=False)
+    assert r.returncode == 2 and "does not match --preset cifar10-cpu" in r.stderr.strip().splitlines()[-1]
