@@ -17,7 +17,7 @@ from PIL import Image
 from ddpm.cli import add_model_flags, main_guard, model_from_args
 from ddpm import edits
 from ddpm.checkpoint import load_model
-from ddpm.guidance import class_index, guided_eps
+from ddpm.guidance import class_eps, file_eps
 from ddpm.images import ImageError, save_png
 from ddpm.metrics import overlap, psnr, shift_image
 from ddpm.noisemap import NoiseMapError, load_maps, regenerate, save_maps
@@ -73,9 +73,7 @@ def main(argv=None):
     g = torch.Generator().manual_seed(args.seed)
     progress = not args.no_progress
     maps = maps.to(device, dtype)
-    src_eps = model.eps
-    if "class_label" in maps.extra:
-        src_eps = guided_eps(model.unet, maps.extra["class_label"], maps.extra.get("cfg_scale", 1.0))
+    src_eps = file_eps(model.unet, maps.extra)
 
     edited = maps
     if args.paste:
@@ -101,11 +99,10 @@ def main(argv=None):
 
     tgt_eps = src_eps
     if args.cls is not None:
-        y = torch.full((N,), class_index(args.cls, model.unet.cfg.num_classes))
-        tgt_eps = guided_eps(model.unet, y, args.cfg)
+        tgt_eps = class_eps(model.unet, args.cls, args.cfg, N)[0]
     if args.other_ckpt:
         other = load_model(args.other_ckpt).to(device, dtype)
-        tgt_eps = other.eps if args.cls is None else guided_eps(other.unet, y, args.cfg)
+        tgt_eps = other.eps if args.cls is None else class_eps(other.unet, args.cls, args.cfg, N)[0]
     switched = tgt_eps is not src_eps
     x = (edits.regenerate_switched(src_eps, tgt_eps, edited, args.skip, progress) if switched
          else regenerate(src_eps, edited, progress=progress)).cpu()

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ddpm.cli import add_model_flags, main_guard, model_from_args
-from ddpm.guidance import class_index, guided_eps
+from ddpm.guidance import class_eps
 from ddpm.images import load_image, save_png, to_uint8
 from ddpm.inversion import invert_to_maps
 from ddpm.noisemap import save_maps
@@ -43,8 +43,8 @@ def main(argv=None):
     x0 = torch.stack([load_image(f, size, strict=args.strict) for f in args.image]).to(device, dtype)
     eps_model, extra = None, {}
     if args.cls is not None:
-        y = torch.full((len(args.image),), class_index(args.cls, model.unet.cfg.num_classes))
-        eps_model, extra = guided_eps(model.unet, y, args.cfg), {"class_label": y, "cfg_scale": args.cfg}
+        eps_model, y = class_eps(model.unet, args.cls, args.cfg, len(args.image))
+        extra = {"class_label": y, "cfg_scale": args.cfg}
     maps, x_rec = invert_to_maps(model, x0, S=args.steps, skip=args.skip, spacing=args.spacing, method=args.method,
                                  mode=args.mode, seed=args.seed, chunk=args.chunk, last=args.last,
                                  progress=not args.no_progress, eps_model=eps_model, extra=extra)

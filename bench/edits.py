@@ -17,21 +17,11 @@ sys.path.insert(0, str(ROOT))
 
 from ddpm import edits  # noqa: E402
 from ddpm.checkpoint import load_model  # noqa: E402
-from ddpm.diffusion import sample  # noqa: E402
 from ddpm.images import load_image  # noqa: E402
 from ddpm.inversion import invert_to_maps  # noqa: E402
 from ddpm.metrics import luminance, overlap, psnr, shift_image, ssim  # noqa: E402
-from ddpm.noisemap import NoiseMaps, regenerate  # noqa: E402
-from ddpm.schedule import make_steps, strided_timesteps  # noqa: E402
-
-
-def native_maps(model, n, S, seed):
-    steps = make_steps(model.sched, strided_timesteps(S, model.sched.T))
-    sigma = steps.sigma("fixed_small")
-    g = torch.Generator().manual_seed(seed)
-    xT = torch.randn((n, 3, 32, 32), generator=g)
-    x0, zs = sample(model.eps, xT, steps, sigma, generator=g, progress=False, return_zs=True)
-    return NoiseMaps(x0, xT, zs, steps.t, model.sched.alpha_bar, sigma, True, "native", model.sha256)
+from ddpm.noisemap import regenerate  # noqa: E402
+from ddpm.sample import native_maps  # noqa: E402
 
 
 def shift_scores(model, maps, d, fill):
@@ -62,10 +52,11 @@ def main():
     for d in args.shifts:
         cells = [f"{p_:.2f} / {s_:.3f}" for p_, s_ in (shift_scores(model, m, d, "wrap") for m in spaces.values())]
         print(f"| {d} px | " + " | ".join(cells) + " |")
-    print("\nborder fill policy, edit-friendly maps, shift 4 px: PSNR dB / SSIM")
+    print("\nborder fill policy, shift 4 px: PSNR dB / SSIM on the overlap")
+    print("| fill | " + " | ".join(spaces) + " |\n|---|" + "---|" * len(spaces))
     for fill in edits.FILLS:
-        p_, s_ = shift_scores(model, spaces["edit_friendly"], 4, fill)
-        print(f"| {fill} | {p_:.2f} / {s_:.3f} |")
+        cells = [f"{p_:.2f} / {s_:.3f}" for p_, s_ in (shift_scores(model, m, 4, fill) for m in spaces.values())]
+        print(f"| {fill} | " + " | ".join(cells) + " |")
     print("\ncolor edit (edit-friendly maps, t in [200, 0]): requested vs measured per-channel mean change, "
           "SSIM of luminance vs the unedited reconstruction")
     maps = spaces["edit_friendly"]

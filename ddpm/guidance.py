@@ -23,12 +23,15 @@ def class_index(name: str, num_classes: int) -> int:
     return k
 
 
+UNCONDITIONAL = "this model is unconditional; it takes no --class (train one with train.py --class-cond)"
+
+
 def guided_eps(unet: UNet, y: Tensor, w: float) -> EpsModel:
     """eps model for labels y (N,) and guidance scale w. Batches that stack several timesteps of the same N
     images (batched inversion: [step i images, step i+1 images, ...]) get y repeated to match."""
     n_cls = unet.cfg.num_classes
     if not n_cls:
-        raise ValueError("this model is unconditional; it takes no --class (train one with train.py --class-cond)")
+        raise ValueError(UNCONDITIONAL)
 
     def eps(x: Tensor, t: Tensor) -> Tensor:
         yy = y.to(x.device).repeat(x.shape[0] // y.shape[0])
@@ -39,3 +42,19 @@ def guided_eps(unet: UNet, y: Tensor, w: float) -> EpsModel:
         return uncond + w * (cond - uncond)
 
     return eps
+
+
+def class_eps(unet: UNet, name: str, w: float, n: int) -> tuple[EpsModel, Tensor]:
+    """The guided eps model for n images of class `name` (a CIFAR-10 name or a label), and the labels (n,)."""
+    if not unet.cfg.num_classes:
+        raise ValueError(UNCONDITIONAL)
+    y = torch.full((n,), class_index(name, unet.cfg.num_classes))
+    return guided_eps(unet, y, w), y
+
+
+def file_eps(unet: UNet, extra: dict) -> EpsModel:
+    """The eps model a noise-map file was made with: guided by its optional class_label and cfg_scale keys when
+    present (docs/noise_map_format.md), the unconditional network otherwise."""
+    if "class_label" in extra:
+        return guided_eps(unet, extra["class_label"], extra.get("cfg_scale", 1.0))
+    return unet

@@ -7,9 +7,8 @@ The file's model_sha256 must match the checkpoint's weights file (sha256 of its 
 import argparse
 import sys
 
-import torch
-
 from .cli import add_model_flags, main_guard, model_from_args
+from .guidance import file_eps
 from .noisemap import NoiseMapError, load_maps, regenerate
 
 
@@ -29,7 +28,7 @@ def main(argv=None):
         raise NoiseMapError(f"{args.file}: images {tuple(maps.x0.shape[1:])} do not fit the model's "
                             f"{model.unet.cfg.image_size}x{model.unet.cfg.image_size}")
     maps = maps.to(device, dtype)
-    x0 = regenerate(model.eps, maps, progress=not args.no_progress)
+    x0 = regenerate(file_eps(model.unet, maps.extra), maps, progress=not args.no_progress)
     err = (x0.cpu().double() - maps.x0.double()).abs().max().item()
     ok = err <= args.tol
     print(f"{args.file}: {maps.method}, {len(maps.timesteps)} steps, max-abs error {err:.3e} "

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from ddpm.checkpoint import Model
 from ddpm.guidance import class_index, guided_eps
 from ddpm.inversion import invert
 from ddpm.diffusion import sample
@@ -80,3 +79,27 @@ def test_class_edit_through_the_command_lines(tmp_path, cond_unet):
     from ddpm.images import load_image
 
     assert (load_image(tmp_path / "dog.png", 32) - load_image(tmp_path / "same.png", 32)).abs().max() > 0.05
+
+
+def test_sampling_a_class_saves_native_maps_that_verify(tmp_path, cond_unet):
+    """python -m ddpm.sample --class dog --cfg 2 --save-maps: the file records the class and guidance, and
+    ddpm.verify regenerates its samples from it within 1e-4 (exit 0)."""
+    import subprocess
+    import sys
+
+    from ddpm.checkpoint import save_model
+    from ddpm.noisemap import load_maps
+
+    from conftest import ROOT
+
+    ckpt = tmp_path / "cond.safetensors"
+    save_model(ckpt, cond_unet)
+    run = lambda *a: subprocess.run([sys.executable, "-m", *map(str, a), "--no-progress"], capture_output=True,  # noqa: E731
+                                    text=True, cwd=ROOT)
+    r = run("ddpm.sample", "--ckpt", ckpt, "--n", 2, "--steps", 8, "--class", "dog", "--cfg", 2.0,
+            "--out", tmp_path / "g.png", "--save-maps", tmp_path / "n.npz")
+    assert r.returncode == 0, r.stderr
+    m = load_maps(tmp_path / "n.npz")
+    assert m.method == "native" and m.extra["class_label"].tolist() == [5, 5] and m.extra["cfg_scale"] == 2.0
+    r = run("ddpm.verify", tmp_path / "n.npz", "--ckpt", ckpt, "--tol", 1e-4)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.checkpoint import Model
 from ddpm.diffusion import sample
 from ddpm.inversion import invert, invert_to_maps, map_stats
 from ddpm.noisemap import NoiseMapError, load_maps, regenerate, save_maps
-from ddpm.schedule import linear_schedule, make_steps, strided_timesteps
+from ddpm.schedule import make_steps, strided_timesteps
 
 from conftest import seeded_unet, tiny_model
 
