@@ -47,11 +47,12 @@ def main():
               for m in ("edit_friendly", "dpm_encoder")}
     spaces["native"] = native_maps(model, len(files), args.steps, seed=1)
     print(f"model {args.ckpt}, {len(files)} real CIFAR-10 test images (native: {len(files)} samples), S={args.steps}")
-    print("\nshift fidelity (fill=wrap): PSNR dB / SSIM on the overlap vs the shifted original")
-    print("| shift | " + " | ".join(spaces) + " |\n|---|" + "---|" * len(spaces))
-    for d in args.shifts:
-        cells = [f"{p_:.2f} / {s_:.3f}" for p_, s_ in (shift_scores(model, m, d, "wrap") for m in spaces.values())]
-        print(f"| {d} px | " + " | ".join(cells) + " |")
+    for fill in ("wrap", "zeros"):  # the default (periodic) fill, and a non-periodic one
+        print(f"\nshift fidelity (fill={fill}): PSNR dB / SSIM on the overlap vs the shifted original")
+        print("| shift | " + " | ".join(spaces) + " |\n|---|" + "---|" * len(spaces))
+        for d in args.shifts:
+            cells = [f"{p_:.2f} / {s_:.3f}" for p_, s_ in (shift_scores(model, m, d, fill) for m in spaces.values())]
+            print(f"| {d} px | " + " | ".join(cells) + " |")
     print("\nborder fill policy, shift 4 px: PSNR dB / SSIM on the overlap")
     print("| fill | " + " | ".join(spaces) + " |\n|---|" + "---|" * len(spaces))
     for fill in edits.FILLS:
