@@ -180,7 +180,25 @@ class Trainer:
         torch.set_rng_state(ck["torch_rng"])
         if ck["cuda_rng"]:
             torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        self.truncate_log()
         self.log(f"resumed from {ckpts[-1]} at step {self.step}")
+
+    def truncate_log(self) -> None:
+        """Drop the log records of steps after the resumed checkpoint: a killed run may have logged them, and the
+        resumed run logs them again (identically, the resume being exact), so each step keeps one record."""
+        path = self.out / "log.jsonl"
+        if self.rank or not path.exists():
+            return
+        def kept(line: str) -> bool:
+            try:
+                return json.loads(line).get("step", 0) <= self.step
+            except json.JSONDecodeError:  # a line torn by the kill
+                return False
+
+        lines = path.read_text().splitlines()
+        keep = [line for line in lines if kept(line)]
+        if len(keep) < len(lines):
+            atomic_write(path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in keep)))
 
     def init_from(self, path: str) -> None:
         """Warm start: weights from a model file of the same architecture. A conditional model may start from an

@@ -136,6 +136,10 @@ def test_killed_training_resumes_to_identical_weights(image_folder, tmp_path, si
     train(*args, "--out", out, "--steps", 40, "--resume")
     a, b = weights(tmp_path / "a"), weights(out)
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+    # the log holds one record per step, as the uninterrupted run's: the killed run's records after its checkpoint go
+    steps = [[(r["step"], r["loss"]) for r in map(json.loads, (d / "log.jsonl").read_text().splitlines()) if "loss" in r]
+             for d in (tmp_path / "a", out)]
+    assert steps[0] == steps[1] and len(steps[1]) == 40
 
 
 def test_ema_update_matches_its_formula():
