@@ -292,17 +292,21 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out L_simple and the bound in bits/dim with 95% intervals, on the EMA weights."""
-        n = min(self.cfg.eval_images, len(self.eval_set))
-        loader = DataLoader(Subset(self.eval_set, range(n)), batch_size=min(256, self.cfg.batch))
+        """Held-out L_simple and the bound in bits/dim with 95% intervals, on the EMA weights, over eval_images
+        images evenly spaced through the held-out set (a conditional model is given their true labels)."""
+        N = len(self.eval_set)
+        n = min(self.cfg.eval_images, N)
+        every = range(0, N, N // n)[:n]  # evenly spaced: an ImageFolder lists its images class by class
+        loader = DataLoader(Subset(self.eval_set, every), batch_size=min(256, self.cfg.batch))
         g = torch.Generator().manual_seed(self.cfg.seed + 777)
         losses, bpds = [], []
-        for x, _ in loader:
-            x = x.to(self.device)
+        for x, y in loader:
+            x, y = x.to(self.device), y.to(self.device)
+            eps_model = (lambda x_t, t_: self.ema(x_t, t_, y)) if self.ucfg.num_classes else self.ema  # noqa: E731
             t = torch.randint(0, self.sched.T, (x.shape[0],), generator=g).to(self.device)
             eps = torch.randn(x.shape, generator=g).to(self.device)
-            losses.append(loss_simple(self.ema, x, self.sched, t=t, eps=eps).cpu())
-            bpds.append(bits_per_dim(self.ema, x, self.sched, g).cpu())
+            losses.append(loss_simple(eps_model, x, self.sched, t=t, eps=eps).cpu())
+            bpds.append(bits_per_dim(eps_model, x, self.sched, g).cpu())
         (loss, loss_ci), (bpd, bpd_ci) = mean_ci(torch.cat(losses)), mean_ci(torch.cat(bpds))
         return {"step": self.step, "eval_images": n, "eval_loss": loss, "eval_loss_ci95": loss_ci,
                 "bits_per_dim": bpd, "bits_per_dim_ci95": bpd_ci}
@@ -342,7 +346,8 @@ class Trainer:
         bar.close()
         agree = self.ranks_agree()
         self.save()
-        self.samples()
+        if not (cfg.sample_every and self.step % cfg.sample_every == 0 and self.step > s0):  # not just drawn
+            self.samples()
         if not self.rank:
             result = {**self.evaluate(), **({"ranks_agree": agree} if self.world > 1 else {})}
             self.log(result)

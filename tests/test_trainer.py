@@ -203,3 +203,22 @@ def test_init_with_another_architecture_is_refused(image_folder, tmp_path):
     r = train("--data", image_folder, "--out", tmp_path / "b", "--steps", 1, "--preset", "cifar10-cpu",
               "--init", tmp_path / "src" / "ema.safetensors", check=False)
     assert r.returncode == 2 and "does not match --preset cifar10-cpu" in r.stderr.strip().splitlines()[-1]
+
+
+def test_held_out_figures_of_a_conditional_model_use_the_true_labels_of_every_class(image_folder, tmp_path):
+    """evaluate() spreads its images over the whole held-out set (an ImageFolder lists class by class) and gives a
+    conditional model their true labels: changing the embedding of a held-out label changes the figures, changing
+    an unused row (the null class) does not."""
+    from ddpm.trainer import TrainConfig, Trainer
+
+    tr = Trainer(TrainConfig(preset="tiny", data=str(image_folder), eval_data=str(image_folder), out=str(tmp_path),
+                             batch=4, workers=0, eval_images=4, class_cond=True, threads=1))
+    with torch.no_grad():
+        tr.ema.class_emb.weight.normal_()
+    base = tr.evaluate()
+    with torch.no_grad():
+        tr.ema.class_emb.weight[10] += 1.0
+    assert tr.evaluate() == base
+    with torch.no_grad():
+        tr.ema.class_emb.weight[1] += 1.0
+    assert tr.evaluate()["eval_loss"] != base["eval_loss"]  # class 1 comes after class 0: the subset reaches it
