@@ -103,3 +103,37 @@ def test_sampling_a_class_saves_native_maps_that_verify(tmp_path, cond_unet):
     assert m.method == "native" and m.extra["class_label"].tolist() == [5, 5] and m.extra["cfg_scale"] == 2.0
     r = run("ddpm.verify", tmp_path / "n.npz", "--ckpt", ckpt, "--tol", 1e-4)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cyclediffusion_switch_to_another_model_through_the_command_line(tmp_path):
+    """edit.py --other-ckpt B --skip K on maps inverted with model A: the first K steps reproduce A's inversion,
+    the rest run model B on the same maps (regenerate_switched); with B = A it reproduces x0 (<= 1e-4)."""
+    import subprocess
+    import sys
+
+    from ddpm.checkpoint import load_model, save_model
+    from ddpm.edits import regenerate_switched
+    from ddpm.images import load_image
+    from ddpm.noisemap import load_maps
+
+    from conftest import ASSETS, ROOT, seeded_unet
+
+    a, b, maps = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "m.npz"
+    save_model(a, seeded_unet("tiny", seed=0))
+    save_model(b, seeded_unet("tiny", seed=1))
+    run = lambda *args: subprocess.run([sys.executable, *map(str, args), "--no-progress"],  # noqa: E731
+                                       capture_output=True, text=True, cwd=ROOT)
+    r = run(ROOT / "invert.py", "--ckpt", a, "--image", ASSETS / "cifar10" / "cat_0000.jpg", "--steps", 10,
+            "--out", maps)
+    assert r.returncode == 0, r.stderr
+    m = load_maps(maps)
+    for other, skip in ((a, 0), (b, 4)):
+        r = run(ROOT / "edit.py", maps, "--ckpt", a, "--other-ckpt", other, "--skip", skip, "--out",
+                tmp_path / f"{other.stem}{skip}.png")
+        assert r.returncode == 0, r.stderr
+    with torch.no_grad():
+        want = regenerate_switched(load_model(a).eps, load_model(b).eps, m, 4)
+    got_a, got_b = load_image(tmp_path / "a0.png", 32), load_image(tmp_path / "b4.png", 32)
+    assert (got_a - m.x0).abs().max() <= 1 / 127.5  # the 8-bit PNG of an exact reconstruction
+    assert (got_b - want.clamp(-1, 1)).abs().max() <= 1 / 127.5
+    assert (got_b - got_a).abs().max() > 0.05  # model B does change the image
