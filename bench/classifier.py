@@ -22,7 +22,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ddpm.checkpoint import CheckpointError, atomic_write  # noqa: E402
+from ddpm.checkpoint import CheckpointError, save_safetensors  # noqa: E402
 from ddpm.guidance import CIFAR10_CLASSES  # noqa: E402
 
 DEFAULT = ROOT / "checkpoints" / "classifier-cifar10.safetensors"
@@ -108,11 +108,8 @@ def train(data: Path, epochs: int, batch: int, seed: int) -> tuple[nn.Module, di
 
 
 def save(net: nn.Module, meta: dict, path: Path) -> None:
-    from safetensors.torch import save_file
-
     state = {k: v.half().contiguous() for k, v in net.state_dict().items() if v.is_floating_point()}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "cifar10-resnet10/1",
-                                                                   "meta": json.dumps(meta)}))
+    save_safetensors(path, state, {"format": "cifar10-resnet10/1", "meta": json.dumps(meta)})
 
 
 def load(path: str | Path = DEFAULT) -> tuple[nn.Module, dict]:

@@ -92,13 +92,30 @@ def save_model(path: str | Path, unet: UNet, *, schedule: dict = LINEAR, clip_x0
                dtype: torch.dtype = torch.float32, extra: dict | None = None) -> str:
     """Write an inference checkpoint (.safetensors): weights in `dtype` (float16 halves the size;
     loading restores float32) and metadata {format, config, schedule, clip_x0, ...}. Returns its sha256."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in unet.state_dict().items()}
     meta = {"format": FORMAT, "config": json.dumps(unet.cfg.to_dict()), "schedule": json.dumps(schedule),
             "clip_x0": json.dumps(clip_x0), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    save_safetensors(path, state, meta)
     return file_sha256(path)
+
+
+def save_safetensors(path: str | Path, state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write a .safetensors file atomically, with the same bytes for the same tensors and metadata: the library's
+    own serialisation with its JSON header re-written with sorted keys (the library orders the metadata at random,
+    so the same weights would get another sha256 at every save; the format allows any key order and space padding)."""
+    from safetensors.torch import save
+
+    raw = save(state, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(len(header).to_bytes(8, "little") + header)
+            f.write(memoryview(raw)[8 + n:])
+
+    atomic_write(path, write)
 
 
 def build_unet(cfg_dict: dict, state: dict[str, Tensor], source: str) -> UNet:

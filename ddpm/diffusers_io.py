@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError, Model, atomic_write, build_unet, file_sha256
+from .checkpoint import CheckpointError, Model, atomic_write, build_unet, file_sha256, save_safetensors
 from .schedule import Schedule, linear_schedule
 from .unet import UNet, UNetConfig
 
@@ -156,8 +156,6 @@ def export_diffusers(model: Model, folder: str | Path) -> Path:
     """Write a diffusers DDPM pipeline folder (model_index.json, unet/, scheduler/) for `model`.
 
     `DDPMPipeline.from_pretrained(folder)` loads it; so does `load_model(folder)`, bit for bit."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     beta = model.sched.beta
     linear = torch.equal(beta, linear_schedule(beta.numel(), beta[0].item(), beta[-1].item()).beta)
@@ -171,5 +169,5 @@ def export_diffusers(model: Model, folder: str | Path) -> Path:
              "unet/config.json": config_to_diffusers(model.unet.cfg), "scheduler/scheduler_config.json": sched_cfg}
     for name, obj in files.items():
         atomic_write(folder / name, lambda tmp, obj=obj: Path(tmp).write_text(json.dumps(obj, indent=2)))
-    atomic_write(folder / "unet" / "diffusion_pytorch_model.safetensors", lambda tmp: save_file(state, tmp))
+    save_safetensors(folder / "unet" / "diffusion_pytorch_model.safetensors", state)
     return folder

@@ -46,3 +46,20 @@ def test_shipped_model_inverts_a_shipped_image_exactly():
     assert (rec - x0).abs().max() <= 1e-4
     assert torch.equal(((rec + 1) * 127.5).round(), ((x0 + 1) * 127.5).round())
     assert maps.model_sha256 == file_sha256(CKPT)
+
+
+def test_saving_the_same_weights_gives_the_same_bytes(tmp_path):
+    """save_model is deterministic (safetensors alone orders the metadata at random, so every save had its own
+    sha256); the re-written header still loads, in safetensors and in load_model."""
+    from safetensors import safe_open
+
+    from ddpm.checkpoint import save_model
+
+    model = load_model(CKPT)
+    extra = {"step": 4800, "preset": "cifar10-cpu"}
+    hashes = {save_model(tmp_path / f"{k}.safetensors", model.unet, extra=extra) for k in range(5)}
+    assert len(hashes) == 1
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata()["preset"] == '"cifar10-cpu"'
+    again = load_model(tmp_path / "0.safetensors").unet.state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in model.unet.state_dict().items())
