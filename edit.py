@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddpm.cli import add_model_flags, main_guard, model_from_args
+from ddpm.cli import add_model_flags, check_range, main_guard, model_from_args
 from ddpm import edits
 from ddpm.checkpoint import load_model
 from ddpm.guidance import class_eps, file_eps
 from ddpm.images import ImageError, save_png
 from ddpm.metrics import overlap, psnr, shift_image
-from ddpm.noisemap import NoiseMapError, load_maps, regenerate, save_maps
+from ddpm.noisemap import check_fits, load_maps, regenerate, save_maps
 
 
 def load_mask(path: str, H: int, W: int) -> torch.Tensor:
@@ -57,23 +57,23 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="PNG (OUT_k.png per image when there are several)")
     p.add_argument("--save-maps", help="write the edited maps (x0 = the regenerated image)")
     p.add_argument("--panel", action="store_true", help="write original | edit side by side")
+    p.add_argument("--ignore-sha", action="store_true", help="edit with a model other than the maps' own")
     args = p.parse_args(argv)
     if args.save_maps and (args.cls is not None or args.other_ckpt):
         raise ValueError("--save-maps cannot record a --class/--other-ckpt switch; save without it")
     maps = load_maps(args.maps)
     model, device, dtype = model_from_args(args)
-    if maps.model_sha256 != model.sha256:
-        print(f"warning: {args.maps} was made with another model ({maps.model_sha256[:12]}...); "
-              "its maps will not reproduce the image")
+    check_fits(maps, model, args.maps, ignore_sha=args.ignore_sha)
     N, C, H, W = maps.x0.shape
-    if (C, H) != (model.unet.cfg.in_ch, model.unet.cfg.image_size):
-        raise NoiseMapError(f"{args.maps}: {H}x{W} maps do not fit the {model.unet.cfg.image_size}px model")
+    check_range("--skip", args.skip, 0, len(maps.timesteps) - 1)
     t_range = tuple(args.t_range) if args.t_range else None
     mask = load_mask(args.mask, H, W) if args.mask else None
     g = torch.Generator().manual_seed(args.seed)
     progress = not args.no_progress
     maps = maps.to(device, dtype)
     src_eps = file_eps(model.unet, maps.extra)
+    # the file's trajectory serves the steps an edit leaves unchanged, when this model made it
+    reuse = maps if maps.model_sha256 == model.sha256 else None
 
     edited = maps
     if args.paste:
@@ -86,7 +86,7 @@ def main(argv=None):
         edited = edits.shift(edited, *args.shift, fill=args.fill, t_range=t_range, generator=g)
     base = None
     if args.color:
-        base = regenerate(src_eps, maps, progress=progress)
+        base = regenerate(src_eps, maps, progress=progress, reuse=reuse)
         c_range = t_range or edits.COLOR_T_RANGE
         c_mask = None if mask is None else mask.to(device)
         offset, gain = edits.solve_color(src_eps, maps, torch.tensor(args.color), base=base, mask=c_mask,
@@ -104,8 +104,8 @@ def main(argv=None):
         other = load_model(args.other_ckpt).to(device, dtype)
         tgt_eps = other.eps if args.cls is None else class_eps(other.unet, args.cls, args.cfg, N)[0]
     switched = tgt_eps is not src_eps
-    x = (edits.regenerate_switched(src_eps, tgt_eps, edited, args.skip, progress) if switched
-         else regenerate(src_eps, edited, progress=progress)).cpu()
+    x = (edits.regenerate_switched(src_eps, tgt_eps, edited, args.skip, progress, reuse=reuse) if switched
+         else regenerate(src_eps, edited, progress=progress, reuse=reuse)).cpu()
     x0 = maps.x0
     if edited is maps and not switched:
         print(f"no edit: max-abs error vs the inverted image {(x.double() - x0.double()).abs().max().item():.3e}")

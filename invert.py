@@ -7,11 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ddpm.cli import add_model_flags, main_guard, model_from_args
+from ddpm.cli import add_model_flags, check_range, main_guard, model_from_args
 from ddpm.guidance import class_eps
 from ddpm.images import load_image, save_png, to_uint8
-from ddpm.inversion import invert_to_maps
-from ddpm.noisemap import save_maps
+from ddpm.noisemap import invert_to_maps, save_maps
 
 
 def main(argv=None):
@@ -31,6 +30,8 @@ def main(argv=None):
     p.add_argument("--class", dest="cls", help="source class (class-conditional models), e.g. cat")
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale with --class")
     p.add_argument("--strict", action="store_true", help="refuse images that are not the model's size")
+    p.add_argument("--no-trajectory", action="store_true",
+                   help="leave the sampler's trajectory out of the file (half the size; edits then rerun every step)")
     p.add_argument("--out", required=True, help="noise-map file (.npz); the reconstruction goes beside it (.png)")
     args = p.parse_args(argv)
     if args.chunk < 1:
@@ -39,15 +40,18 @@ def main(argv=None):
     if out.suffix != ".npz":
         raise ValueError(f"--out {out} must end in .npz")
     model, device, dtype = model_from_args(args)
+    check_range("--steps", args.steps, 1, model.sched.T)
+    check_range("--skip", args.skip, 0, args.steps - 1)
     size = model.unet.cfg.image_size
-    x0 = torch.stack([load_image(f, size, strict=args.strict) for f in args.image]).to(device, dtype)
+    x0 = torch.stack([load_image(f, size, strict=args.strict, crop=model.crop) for f in args.image]).to(device, dtype)
     eps_model, extra = None, {}
     if args.cls is not None:
         eps_model, y = class_eps(model.unet, args.cls, args.cfg, len(args.image))
         extra = {"class_label": y, "cfg_scale": args.cfg}
     maps, x_rec = invert_to_maps(model, x0, S=args.steps, skip=args.skip, spacing=args.spacing, method=args.method,
                                  mode=args.mode, seed=args.seed, chunk=args.chunk, last=args.last,
-                                 progress=not args.no_progress, eps_model=eps_model, extra=extra)
+                                 progress=not args.no_progress, eps_model=eps_model, extra=extra,
+                                 trajectory=not args.no_trajectory)
     save_maps(out, maps)
     rec_png = out.with_suffix(".png")
     save_png(rec_png, x_rec)

@@ -26,9 +26,9 @@ import classifier  # noqa: E402
 from ddpm.checkpoint import load_model  # noqa: E402
 from ddpm.guidance import CIFAR10_CLASSES, class_index, guided_eps  # noqa: E402
 from ddpm.images import load_image, save_png  # noqa: E402
-from ddpm.inversion import ddim_invert, ddim_regenerate, invert_to_maps  # noqa: E402
+from ddpm.inversion import ddim_invert, ddim_regenerate  # noqa: E402
 from ddpm.metrics import luminance, psnr, ssim  # noqa: E402
-from ddpm.noisemap import regenerate  # noqa: E402
+from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
 from ddpm.schedule import make_steps, strided_timesteps  # noqa: E402
 
 METHODS = ("edit_friendly", "dpm_encoder", "ddim")

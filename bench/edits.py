@@ -18,9 +18,8 @@ sys.path.insert(0, str(ROOT))
 from ddpm import edits  # noqa: E402
 from ddpm.checkpoint import load_model  # noqa: E402
 from ddpm.images import load_image  # noqa: E402
-from ddpm.inversion import invert_to_maps  # noqa: E402
 from ddpm.metrics import luminance, overlap, psnr, shift_image, ssim  # noqa: E402
-from ddpm.noisemap import regenerate  # noqa: E402
+from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
 from ddpm.sample import native_maps  # noqa: E402
 
 

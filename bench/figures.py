@@ -21,8 +21,8 @@ sys.path.insert(0, str(ROOT))
 from ddpm import edits  # noqa: E402
 from ddpm.checkpoint import load_model  # noqa: E402
 from ddpm.images import grid, load_image  # noqa: E402
-from ddpm.inversion import invert_to_maps, map_stats  # noqa: E402
-from ddpm.noisemap import regenerate  # noqa: E402
+from ddpm.inversion import map_stats  # noqa: E402
+from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
 from ddpm.sample import native_maps  # noqa: E402
 
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]

@@ -38,16 +38,16 @@ def main():
     def timed(mode, chunk):
         g = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
-        *_, rec = invert(model, x0, steps, sched, mode=mode, chunk=chunk, generator=g, progress=False)
+        rec = invert(model, x0, steps, sched, mode=mode, chunk=chunk, generator=g, progress=False).x0_rec
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t0, (rec - x0).abs().max().item()
 
     t_exact, e_exact = timed("exact", 1)
     g = torch.Generator().manual_seed(0)
-    xT, zs, sigma, _ = invert(model, x0, steps, sched, mode="exact", generator=g, progress=False)
+    inv = invert(model, x0, steps, sched, mode="exact", generator=g, progress=False)
     t0 = time.perf_counter()
-    sample(model, xT, steps, sigma, zs=zs, progress=False)
+    sample(model, inv.xT, steps, inv.sigma, zs=inv.zs, progress=False)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     t_sampler = time.perf_counter() - t0

@@ -35,6 +35,7 @@ class Model:
     variance: Variance = "fixed_small"
     sha256: str = ""  # sha256 of the weights file's bytes (the noise-map file's model_sha256)
     source: str = ""
+    crop: float = 1.0  # framing of its training images: centred square of crop * short side (CelebA: 140/178)
 
     def eps(self, x: Tensor, t: Tensor) -> Tensor:
         return self.unet(x, t)
@@ -157,7 +158,7 @@ def load_safetensors(path: Path) -> Model:
         raise CheckpointError(f"{path}: no '{FORMAT}' metadata; for a diffusers model pass its folder instead")
     unet = build_unet(json.loads(meta["config"]), state, str(path))
     return Model(unet, schedule_meta(json.loads(meta["schedule"])), json.loads(meta.get("clip_x0", "true")),
-                 sha256=file_sha256(path), source=str(path))
+                 sha256=file_sha256(path), source=str(path), crop=float(json.loads(meta.get("crop", "1.0"))))
 
 
 def load_training_checkpoint(path: str | Path) -> dict:

@@ -22,10 +22,10 @@ class DataError(ValueError):
     """A data path that cannot be used; the message says what to do."""
 
 
-def _transform(size: int):
+def _transform(size: int, crop: float = 1.0):
     from torchvision.transforms.functional import pil_to_tensor
 
-    return lambda img: to_unit(pil_to_tensor(center_crop_resize(img.convert("RGB"), size)).float() / 255.0)
+    return lambda img: to_unit(pil_to_tensor(center_crop_resize(img.convert("RGB"), size, crop)).float() / 255.0)
 
 
 class FlatImages(Dataset):
@@ -36,6 +36,54 @@ class FlatImages(Dataset):
 
         self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTS)
         self.tf, self.open = _transform(size), Image.open
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, k: int):
+        with self.open(self.files[k]) as im:
+            return self.tf(im), 0
+
+
+CELEBA_CROP = 140 / 178  # the usual CelebA framing: a 140-pixel centred square of the 178x218 aligned faces
+CELEBA_LAST_TRAIN_ID = 162770  # CelebA's list_eval_partition: ids 1-162770 train, 162771-182637 val, the rest test
+
+
+class CelebAFaces(Dataset):
+    """CelebA aligned faces from folders laid out as `<folder>/faces/<id>.jpg` + `<folder>/identity.txt`
+    (the archives in ../shared/data), framed the usual way (CELEBA_CROP), label 0.
+
+    train=True: the faces of CelebA's train partition, at most `cap` per identity (one archive is 200 people x 30
+    images; uncapped they would dominate). train=False: the val and test partitions, whose identities no training
+    face shows: the held-out set. An id present in several folders is read from the one with the largest images.
+    """
+
+    def __init__(self, folders: list[Path], size: int, train: bool, cap: int = 5):
+        from PIL import Image
+
+        def width(folder: Path) -> int:
+            with Image.open(next((folder / "faces").iterdir())) as im:
+                return im.size[0]
+
+        best: dict[int, tuple[Path, int]] = {}  # id -> (file, identity), from the folder with the largest images
+        for folder in sorted(folders, key=width):
+            for line in (folder / "identity.txt").read_text().split("\n"):
+                if line.strip():
+                    name, ident = line.split()
+                    best[int(Path(name).stem)] = (folder / "faces" / name, int(ident))
+        per_identity: dict[int, int] = {}
+        self.files = []
+        for k in sorted(best):
+            file, ident = best[k]
+            if train != (k <= CELEBA_LAST_TRAIN_ID):
+                continue
+            per_identity[ident] = per_identity.get(ident, 0) + 1
+            if not train or per_identity[ident] <= cap:
+                self.files.append(file)
+        if not self.files:
+            raise DataError(f"{', '.join(map(str, folders))}: no {'train' if train else 'val/test'}-partition faces")
+        self.crop = CELEBA_CROP  # recorded in the model file, so new faces are framed the same way
+        self.tf, self.open = _transform(size, self.crop), Image.open
 
     def __len__(self) -> int:
         return len(self.files)
@@ -93,7 +141,8 @@ class CifarBatches(Dataset):
 
 
 def load_dataset(path: str | Path, size: int, *, train: bool = True, download: bool = False) -> Dataset:
-    """CIFAR-10 (a folder holding or named `cifar-10-batches-py`), an ImageFolder tree, or a flat image folder."""
+    """CIFAR-10 (a folder holding or named `cifar-10-batches-py`), CelebA faces (a folder with `identity.txt` and
+    `faces/`, or a folder of such folders), an ImageFolder tree, or a flat image folder."""
     from torchvision import datasets
 
     path = Path(path)
@@ -106,6 +155,9 @@ def load_dataset(path: str | Path, size: int, *, train: bool = True, download: b
         path = path.parent
     if (path / "cifar-10-batches-py").is_dir():
         return CifarBatches(path / "cifar-10-batches-py", size, train)
+    celeba = [d for d in [path, *sorted(path.iterdir())] if (d / "identity.txt").is_file() and (d / "faces").is_dir()]
+    if celeba:
+        return CelebAFaces(celeba, size, train)
     if any(p.suffix.lower() in IMAGE_EXTS for p in path.iterdir()):
         return FlatImages(path, size)
     try:

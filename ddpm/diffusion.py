@@ -30,7 +30,7 @@ def loss_simple(eps_model: EpsModel, x0: Tensor, sched: Schedule, *, t: Tensor, 
     Returns the per-image mean over pixels, shape (B,); t (B,) and eps like x0 are given explicitly.
     """
     eps_hat = eps_model(q_sample(x0, t, eps, sched), t)
-    return (eps_hat.float() - eps.float()).pow(2).flatten(1).mean(1)
+    return (eps_hat.to(eps.dtype) - eps).pow(2).flatten(1).mean(1)  # a bfloat16 (autocast) prediction is cast up
 
 
 def x0_hat(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor, clip: bool) -> Tensor:
@@ -93,30 +93,37 @@ def iterate_steps(S: int, progress: bool, desc: str) -> Iterator[int]:
     return iter(tqdm(range(S), desc=desc, leave=False, disable=not progress))
 
 
-@torch.no_grad()
-def sample(eps_model: EpsModel, x_T: Tensor, steps: Steps, sigma: Tensor, *, zs: Tensor | None = None,
-           generator: torch.Generator | None = None, clip: bool = True, eta: float = 1.0,
-           progress: bool = True, return_zs: bool = False):
-    """The sampler G(x_T, z_1..z_S) -> x_0 (Ho et al. 2020, Algorithm 2, strided).
+def draw_zs(S: int, x_T: Tensor, generator: torch.Generator | None) -> Tensor:
+    """S standard-normal maps like x_T, (S, B, C, H, W), drawn on the CPU one step at a time from `generator`."""
+    return torch.stack([torch.randn(x_T.shape, generator=generator, dtype=x_T.dtype) for _ in range(S)]).to(x_T.device)
 
-    zs: (S, B, C, H, W) noise maps; step i adds sigma[i] * zs[i]. When None they are drawn as
-    standard normal from `generator` (one (B, C, H, W) draw per step). With return_zs the drawn maps
-    are returned too, so a sample can be saved as a "native" noise-map file.
-    """
+
+def reverse_process(eps_model: EpsModel, x_T: Tensor, steps: Steps, sigma: Tensor, zs: Tensor, *, clip: bool = True,
+                    eta: float = 1.0, progress: bool = True) -> Iterator[Tensor]:
+    """The sampler's trajectory: x after each of the S steps (the last one is x_0), step i adding sigma[i] * zs[i]."""
     if sigma.shape != (steps.S,):
         raise ValueError(f"sigma must have shape ({steps.S},), got {tuple(sigma.shape)}")
-    if zs is not None and zs.shape != (steps.S, *x_T.shape):
+    if zs.shape != (steps.S, *x_T.shape):
         raise ValueError(f"zs must have shape {(steps.S, *x_T.shape)}, got {tuple(zs.shape)}")
-    drawn = []
     x = x_T
     for i in iterate_steps(steps.S, progress, "sampling"):
         eps = eps_model(x, timestep_batch(steps.t[i], x))
-        if zs is not None:
-            z = zs[i]
-        else:
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-            drawn.append(z)
-        x = reverse_step(x, eps, z, i, steps, sigma, clip=clip, eta=eta)
-    if return_zs:
-        return x, (zs if zs is not None else torch.stack(drawn))
+        x = reverse_step(x, eps, zs[i], i, steps, sigma, clip=clip, eta=eta)
+        yield x
+
+
+@torch.no_grad()
+def sample(eps_model: EpsModel, x_T: Tensor, steps: Steps, sigma: Tensor, *, zs: Tensor | None = None,
+           generator: torch.Generator | None = None, clip: bool = True, eta: float = 1.0,
+           progress: bool = True) -> Tensor:
+    """The sampler G(x_T, z_1..z_S) -> x_0 (Ho et al. 2020, Algorithm 2, strided).
+
+    zs: (S, B, C, H, W) noise maps; step i adds sigma[i] * zs[i]. When None they are drawn with `draw_zs`
+    from `generator` (pass the result of `draw_zs` to keep the maps of a sample).
+    """
+    if zs is None:
+        zs = draw_zs(steps.S, x_T, generator)
+    x = x_T
+    for x in reverse_process(eps_model, x_T, steps, sigma, zs, clip=clip, eta=eta, progress=progress):
+        pass
     return x

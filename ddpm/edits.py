@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .diffusion import EpsModel, sample
-from .noisemap import NoiseMaps, regenerate
+from .noisemap import NoiseMaps, regenerate, resume_point
 
 Fill = Literal["noise", "zeros", "reflect", "wrap"]
 FILLS = ("noise", "zeros", "reflect", "wrap")
@@ -130,15 +130,17 @@ def mean_change(x: Tensor, base: Tensor, mask: Tensor | None) -> Tensor:
 @torch.no_grad()
 def solve_color(eps_model: EpsModel, maps: NoiseMaps, target: Tensor, *, base: Tensor, mask: Tensor | None = None,
                 t_range: tuple[int, int] | None = COLOR_T_RANGE, probe: float = 0.05, newton_steps: int = 1,
-                progress: bool = False) -> tuple[Tensor, Tensor]:
+                progress: bool = False, reuse: NoiseMaps | None = None) -> tuple[Tensor, Tensor]:
     """The map offset (C,) whose `color` edit changes the output's per-channel mean by `target` (image units).
 
     Measures the gain (output change per unit map offset) with one regeneration at +probe in every channel
     (the response is near-diagonal), then refines offset += (target - measured) / gain `newton_steps`
-    times, one regeneration each. `base` is the unedited regeneration. Returns (offset, gain).
+    times, one regeneration each. `base` is the unedited regeneration; with `reuse` (see `regenerate`) each
+    regeneration computes only the steps of t_range. Returns (offset, gain).
     """
     C = maps.x0.shape[1]
-    edit = lambda o: regenerate(eps_model, color(maps, o, mask=mask, t_range=t_range), progress=progress)  # noqa: E731
+    edit = lambda o: regenerate(eps_model, color(maps, o, mask=mask, t_range=t_range), progress=progress,  # noqa: E731
+                                reuse=reuse)
     gain = mean_change(edit(torch.full((C,), probe, dtype=torch.float64)), base, mask) / probe
     if (gain.abs() < 1e-3).any():
         raise ValueError(f"color gain {gain.tolist()} is ~0 for t-range {t_range}; widen it")
@@ -149,15 +151,17 @@ def solve_color(eps_model: EpsModel, maps: NoiseMaps, target: Tensor, *, base: T
 
 
 @torch.no_grad()
-def regenerate_switched(eps_src: EpsModel, eps_tgt: EpsModel, maps: NoiseMaps, skip: int,
-                        progress: bool = False) -> Tensor:
+def regenerate_switched(eps_src: EpsModel, eps_tgt: EpsModel, maps: NoiseMaps, skip: int, progress: bool = False,
+                        reuse: NoiseMaps | None = None) -> Tensor:
     """Semantic edit by changing the condition (paper sec. 5; CycleDiffusion with two models): the first
     `skip` steps run with the source eps model (reproducing the inversion's x at timesteps[skip] exactly),
-    the remaining ones with the target eps model and the same maps."""
+    the remaining ones with the target eps model and the same maps. With `reuse` (unedited maps with a trajectory
+    that eps_src made, see `noisemap.regenerate`) the source steps shared with them are not recomputed."""
     S = len(maps.timesteps)
     if not 0 <= skip < S:
-        raise ValueError(f"--skip must be between 0 and {S - 1}, got {skip}")
+        raise ValueError(f"skip must be between 0 and {S - 1}, got {skip}")
     steps, sig = maps.steps, maps.sigmas
-    x = maps.xT if skip == 0 else sample(eps_src, maps.xT, steps[:skip], sig[:skip], zs=maps.zs[:skip],
-                                         clip=maps.clip_x0, progress=progress)
+    k, x = resume_point(maps, reuse, skip)
+    if k < skip:
+        x = sample(eps_src, x, steps[k:skip], sig[k:skip], zs=maps.zs[k:skip], clip=maps.clip_x0, progress=progress)
     return sample(eps_tgt, x, steps[skip:], sig[skip:], zs=maps.zs[skip:], clip=maps.clip_x0, progress=progress)

@@ -31,19 +31,20 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return (from_unit(x.detach().cpu().double()) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
-    """Largest centred square, then a bicubic (antialiased) resize to size x size."""
+def center_crop_resize(img: Image.Image, size: int, crop: float = 1.0) -> Image.Image:
+    """Centred square of side crop * min(w, h) (1.0: the largest), then a bicubic (antialiased) resize to size x size.
+    CelebA's usual framing is crop = 140 / 178 (a 140-pixel square of the 178x218 aligned faces)."""
     w, h = img.size
-    s = min(w, h)
+    s = round(min(w, h) * crop)
     img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
     return img if s == size else img.resize((size, size), Image.BICUBIC)
 
 
-def load_image(path: str | Path, size: int, *, strict: bool = False) -> Tensor:
+def load_image(path: str | Path, size: int, *, strict: bool = False, crop: float = 1.0) -> Tensor:
     """An image file as a (3, size, size) float32 tensor in [-1, 1].
 
-    Non-RGB modes are converted with a warning; another size is centre-cropped and resized with a
-    warning, or refused when strict.
+    Non-RGB modes are converted with a warning; another size is centre-cropped (a square of crop * the short
+    side, see `center_crop_resize`) and resized with a warning, or refused when strict.
     """
     path = Path(path)
     if not path.is_file():
@@ -63,7 +64,7 @@ def load_image(path: str | Path, size: int, *, strict: bool = False) -> Tensor:
                              "resize it or drop --strict")
         warnings.warn(f"{path}: {img.size[0]}x{img.size[1]} centre-cropped and resized to {size}x{size}",
                       stacklevel=2)
-        img = center_crop_resize(img, size)
+        img = center_crop_resize(img, size, crop)
     arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
     return to_unit(arr.float() / 255.0)
 

@@ -18,15 +18,15 @@ the reconstruction error, which rounding can make larger than in exact mode.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from .diffusion import EpsModel, iterate_steps, timestep_batch, mu_t, posterior_mean, q_sample, reverse_step, sample
-from .checkpoint import Model
-from .noisemap import NoiseMaps
-from .schedule import Schedule, Spacing, Steps, at, make_steps, strided_timesteps
+from .diffusion import (EpsModel, iterate_steps, mu_t, posterior_mean, q_sample, reverse_process, reverse_step, sample,
+                        timestep_batch, x0_hat)
+from .schedule import Schedule, Steps, at
 
 Method = Literal["edit_friendly", "dpm_encoder"]
 Mode = Literal["exact", "batched"]
@@ -71,14 +71,31 @@ def solve_z(target: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
     return torch.where(sigma > 0, (target - mu) / torch.where(sigma > 0, sigma, 1.0), 0.0)
 
 
+@dataclass(frozen=True)
+class Inversion:
+    """The result of `invert`: maps zs and sigmas, and the sampler's own trajectory on them."""
+
+    zs: Tensor  # (S, N, C, H, W)
+    sigma: Tensor  # (S,) float64
+    xs: Tensor  # (S+1, N, C, H, W): the x the sampler computes from (x_T, zs): xs[i] enters step i, xs[S] is x0_rec
+
+    @property
+    def xT(self) -> Tensor:
+        return self.xs[0]
+
+    @property
+    def x0_rec(self) -> Tensor:
+        """What the sampler regenerates from (x_T, zs): the reconstruction."""
+        return self.xs[-1]
+
+
 @torch.no_grad()
 def invert(eps_model: EpsModel, x0: Tensor, steps: Steps, sched: Schedule, *, method: Method = "edit_friendly",
            mode: Mode = "exact", generator: torch.Generator, clip: bool = True, last: Last = "fixed_large",
-           chunk: int = 8, progress: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Invert x0 (N, C, H, W) along `steps`. Returns (xT, zs (S, N, C, H, W), sigmas (S,), x0_rec).
-
-    x0_rec is what the sampler produces from (xT, zs): computed in the same pass in exact mode (S network
-    calls in all), by running the sampler afterwards in batched mode (S/chunk batched calls + S calls).
+           chunk: int = 8, progress: bool = True) -> Inversion:
+    """Invert x0 (N, C, H, W) along `steps`: the maps zs, and the sampler's trajectory on them, whose last entry is
+    the reconstruction. Exact mode computes it in the same pass (S network calls in all); batched mode runs the
+    sampler after S/chunk batched calls (S/chunk + S calls).
     """
     if mode not in ("exact", "batched"):
         raise ValueError(f"mode must be 'exact' or 'batched', got {mode!r}")
@@ -89,12 +106,13 @@ def invert(eps_model: EpsModel, x0: Tensor, steps: Steps, sched: Schedule, *, me
     S, N = steps.S, x0.shape[0]
     zs = torch.empty((S, *x0.shape), dtype=x0.dtype, device=x0.device)
     if mode == "exact":
-        x = xs[0]
+        xs_sampler = xs.clone()  # xs_sampler[0] = x_T; each later entry becomes the value the sampler computes
         for i in iterate_steps(S, progress, "inverting"):
+            x = xs_sampler[i]
             eps = eps_model(x, timestep_batch(steps.t[i], x))
             zs[i] = solve_z(xs[i + 1], mu_t(x, eps, i, steps, clip), at(sigma, i, x))
-            x = reverse_step(x, eps, zs[i], i, steps, sigma, clip=clip)  # the value the sampler will compute
-        return xs[0], zs, sigma, x
+            xs_sampler[i + 1] = reverse_step(x, eps, zs[i], i, steps, sigma, clip=clip)
+        return Inversion(zs, sigma, xs_sampler)
     for i0 in iterate_steps((S + chunk - 1) // chunk, progress, "inverting (batched)"):
         i0 *= chunk
         i1 = min(i0 + chunk, S)
@@ -103,15 +121,15 @@ def invert(eps_model: EpsModel, x0: Tensor, steps: Steps, sched: Schedule, *, me
         eps = eps_model(x, steps.t[idx].to(x.device))
         z = solve_z(xs[i0 + 1:i1 + 1].flatten(0, 1), mu_t(x, eps, idx, steps, clip), at(sigma, idx, x))
         zs[i0:i1] = z.view(i1 - i0, *x0.shape)
-    x_rec = sample(eps_model, xs[0], steps, sigma, zs=zs, clip=clip, progress=progress)
-    return xs[0], zs, sigma, x_rec
+    return Inversion(zs, sigma, torch.stack([xs[0], *reverse_process(eps_model, xs[0], steps, sigma, zs, clip=clip,
+                                                                          progress=progress)]))
 
 
 @torch.no_grad()
 def ddim_invert(eps_model: EpsModel, x0: Tensor, steps: Steps, *, progress: bool = True) -> Tensor:
     """DDIM inversion, the deterministic baseline (Song et al. 2021, eq. 12 with sigma = 0, run upwards;
     Dhariwal & Nichol 2021, appendix F): from x0, for each step from the lowest timestep up,
-    eps = eps_theta(x_lo, t_hi), x_hi = sqrt(ab_hi) (x_lo - sqrt(1 - ab_lo) eps) / sqrt(ab_lo) + sqrt(1 - ab_hi) eps.
+    eps = eps_theta(x_lo, t_hi), x_hi = sqrt(alpha_bar_hi) x0_hat(x_lo, eps, alpha_bar_lo) + sqrt(1 - alpha_bar_hi) eps.
     Returns x at timesteps[0]. Approximate: it assumes eps_theta(x_hi, t_hi) = eps_theta(x_lo, t_hi), so the
     eta = 0 sampler (`sample(..., eta=0, clip=False)` with zero sigmas) brings it back only near x0, exactly
     only when eps does not depend on x. It has no noise maps and no file format: it is what edit-friendly
@@ -119,9 +137,9 @@ def ddim_invert(eps_model: EpsModel, x0: Tensor, steps: Steps, *, progress: bool
     x = x0
     for k in iterate_steps(steps.S, progress, "DDIM inversion"):
         i = steps.S - 1 - k
-        ab_lo, ab_hi = at(steps.alpha_bar_prev, i, x), at(steps.alpha_bar_t, i, x)
+        alpha_bar_lo, alpha_bar_hi = at(steps.alpha_bar_prev, i, x), at(steps.alpha_bar_t, i, x)
         eps = eps_model(x, timestep_batch(steps.t[i], x))
-        x = ab_hi.sqrt() * (x - (1.0 - ab_lo).sqrt() * eps) / ab_lo.sqrt() + (1.0 - ab_hi).sqrt() * eps
+        x = alpha_bar_hi.sqrt() * x0_hat(x, eps, alpha_bar_lo, clip=False) + (1.0 - alpha_bar_hi).sqrt() * eps
     return x
 
 
@@ -142,26 +160,3 @@ def map_stats(zs: Tensor) -> dict[str, Tensor]:
     corr = torch.full_like(mean, float("nan"))
     corr[:-1] = (zc[:-1] * zc[1:]).mean(1)
     return {"mean": mean, "var": var, "corr_next": corr}
-
-
-def invert_to_maps(model: Model, x0: Tensor, *, S: int, skip: int = 0, spacing: Spacing = "leading",
-                   method: Method = "edit_friendly", mode: Mode = "exact", seed: int = 0, chunk: int = 8,
-                   last: Last = "fixed_large", progress: bool = True, eps_model: EpsModel | None = None,
-                   extra: dict | None = None) -> tuple[NoiseMaps, Tensor]:
-    """Invert x0 (N, C, H, W, on the model's device and dtype) with S strided steps, starting at step
-    `skip` (the paper's T_skip: the maps cover timesteps[skip:]). Returns (maps, x0_rec).
-    eps_model defaults to the model's unconditional eps (pass a `guidance.guided_eps` for a class);
-    extra holds the file's optional keys (class_label, cfg_scale)."""
-    T = model.sched.T
-    if not 1 <= S <= T:
-        raise ValueError(f"--steps must be between 1 and {T}, got {S}")
-    if not 0 <= skip < S:
-        raise ValueError(f"--skip must be between 0 and steps-1 = {S - 1}, got {skip}")
-    steps = make_steps(model.sched, strided_timesteps(S, T, spacing))[skip:]
-    g = torch.Generator().manual_seed(seed)
-    xT, zs, sigma, x_rec = invert(eps_model or model.eps, x0, steps, model.sched, method=method, mode=mode, generator=g,
-                                  clip=model.clip_x0, last=last, chunk=chunk, progress=progress)
-    maps = NoiseMaps(x0=x0.cpu(), xT=xT.cpu(), zs=zs.cpu(), timesteps=steps.t, alphas_cumprod=model.sched.alpha_bar,
-                     sigmas=sigma, clip_x0=model.clip_x0, method=method, model_sha256=model.sha256,
-                     extra=dict(extra or {}))
-    return maps, x_rec

@@ -10,7 +10,7 @@ import torch
 
 from .checkpoint import Model
 from .cli import add_model_flags, check_range, main_guard, model_from_args
-from .diffusion import EpsModel, sample
+from .diffusion import EpsModel, draw_zs, sample
 from .guidance import class_eps
 from .images import save_png
 from .noisemap import NoiseMaps, save_maps
@@ -27,8 +27,8 @@ def native_maps(model: Model, n: int, S: int, *, spacing: Spacing = "leading", e
     p = next(model.unet.parameters())
     size = model.unet.cfg.image_size
     x_T = torch.randn((n, model.unet.cfg.in_ch, size, size), generator=g, dtype=p.dtype).to(p.device)
-    x0, zs = sample(eps_model or model.eps, x_T, steps, sigma, generator=g, clip=model.clip_x0, eta=eta,
-                    progress=progress, return_zs=True)
+    zs = draw_zs(steps.S, x_T, g)
+    x0 = sample(eps_model or model.eps, x_T, steps, sigma, zs=zs, clip=model.clip_x0, eta=eta, progress=progress)
     return NoiseMaps(x0=x0.cpu(), xT=x_T.cpu(), zs=zs.cpu(), timesteps=steps.t, alphas_cumprod=model.sched.alpha_bar,
                      sigmas=sigma, clip_x0=model.clip_x0, method="native", model_sha256=model.sha256,
                      extra=dict(extra or {}))

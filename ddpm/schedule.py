@@ -142,17 +142,20 @@ class Steps:
 
 def make_steps(sched: Schedule, timesteps: Tensor) -> Steps:
     """The trajectory through the given descending timesteps, ending at x_0 (alpha_bar = 1)."""
+    return steps_from_alpha_bar(sched.alpha_bar, timesteps)
+
+
+def steps_from_alpha_bar(alpha_bar: Tensor, timesteps: Tensor) -> Steps:
+    """`make_steps` from a stored alpha_bar (e.g. a noise-map file's alphas_cumprod), using its values as they are."""
     t = torch.as_tensor(timesteps, dtype=torch.int64)
     if t.dim() != 1 or t.numel() == 0:
         raise ValueError("timesteps must be a non-empty 1-D sequence")
     if (t[1:] >= t[:-1]).any():
         raise ValueError("timesteps must be strictly descending")
-    if t.min() < 0 or t.max() >= sched.T:
-        raise ValueError(f"timesteps must lie in [0, {sched.T - 1}]")
-    alpha_bar = sched.alpha_bar
-    alpha_bar_t = alpha_bar[t]
-    alpha_bar_prev = torch.cat([alpha_bar[t[1:]], alpha_bar.new_ones(1)])
-    return Steps(t, alpha_bar_t, alpha_bar_prev)
+    if t.min() < 0 or t.max() >= alpha_bar.numel():
+        raise ValueError(f"timesteps must lie in [0, {alpha_bar.numel() - 1}]")
+    alpha_bar = alpha_bar.to(torch.float64)
+    return Steps(t, alpha_bar[t], torch.cat([alpha_bar[t[1:]], alpha_bar.new_ones(1)]))
 
 
 def at(coef: Tensor, i: int | Tensor, x: Tensor) -> Tensor:

@@ -134,6 +134,7 @@ class Trainer:
         data = load_dataset(cfg.data, ucfg.image_size, train=True, download=cfg.download) if cfg.data else None
         if data is None:
             raise ValueError("--data is required (a CIFAR-10 folder, an ImageFolder tree or an image folder)")
+        self.crop = getattr(data, "crop", 1.0)  # how the training images were framed (Model.crop)
         self.train_set, self.eval_set = split(data, cfg, ucfg.image_size)
         if len(self.train_set) < cfg.batch:
             raise ValueError(f"{cfg.data}: {len(self.train_set)} training images, fewer than --batch {cfg.batch}")
@@ -160,7 +161,8 @@ class Trainer:
             return
         path = self.out / f"ckpt_{self.step:08d}.pt"
         atomic_write(path, lambda tmp: torch.save(self.state(), tmp))
-        save_model(self.out / "ema.safetensors", self.ema, extra={"step": self.step, "preset": self.cfg.preset})
+        save_model(self.out / "ema.safetensors", self.ema,
+                   extra={"step": self.step, "preset": self.cfg.preset, "crop": self.crop})
         for old in sorted(self.out.glob("ckpt_*.pt"))[:-self.cfg.keep]:
             old.unlink()
 

@@ -48,6 +48,7 @@ PRESETS: dict[str, UNetConfig] = {
     "celeba64": UNetConfig(image_size=64, ch_mult=(1, 2, 2, 2, 4)),
     "celebahq256": UNetConfig(image_size=256, ch_mult=(1, 1, 2, 2, 4, 4), dropout=0.0),  # 113.67M, = google/ddpm-celebahq-256
     "cifar10-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0),  # 3.0M, trains on a CPU
+    "celeba32-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0),  # = cifar10-cpu, for faces
     "tiny": UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), dropout=0.0),
     "cifar10-cond": UNetConfig(num_classes=10),
 }

@@ -9,7 +9,7 @@ import sys
 
 from .cli import add_model_flags, main_guard, model_from_args
 from .guidance import file_eps
-from .noisemap import NoiseMapError, load_maps, regenerate
+from .noisemap import check_fits, load_maps, regenerate
 
 
 def main(argv=None):
@@ -21,14 +21,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     maps = load_maps(args.file)
     model, device, dtype = model_from_args(args)
-    if maps.model_sha256 != model.sha256 and not args.ignore_sha:
-        raise NoiseMapError(f"{args.file}: model_sha256 {maps.model_sha256[:12]}... does not match {args.ckpt} "
-                            f"({model.sha256[:12]}...); pass the checkpoint the maps were made with, or --ignore-sha")
-    if maps.x0.shape[1:] != (model.unet.cfg.in_ch, model.unet.cfg.image_size, model.unet.cfg.image_size):
-        raise NoiseMapError(f"{args.file}: images {tuple(maps.x0.shape[1:])} do not fit the model's "
-                            f"{model.unet.cfg.image_size}x{model.unet.cfg.image_size}")
+    check_fits(maps, model, args.file, ignore_sha=args.ignore_sha)
     maps = maps.to(device, dtype)
-    x0 = regenerate(file_eps(model.unet, maps.extra), maps, progress=not args.no_progress)
+    x0 = regenerate(file_eps(model.unet, maps.extra), maps, progress=not args.no_progress)  # every step: no reuse
     err = (x0.cpu().double() - maps.x0.double()).abs().max().item()
     ok = err <= args.tol
     print(f"{args.file}: {maps.method}, {len(maps.timesteps)} steps, max-abs error {err:.3e} "

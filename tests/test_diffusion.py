@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ddpm.diffusion import ddim_mean, loss_simple, mu_t, posterior_mean, q_sample, reverse_step, sample, x0_hat
+from ddpm.diffusion import ddim_mean, draw_zs, loss_simple, mu_t, posterior_mean, q_sample, reverse_step, sample, x0_hat
 from ddpm.schedule import at, make_steps, strided_timesteps
 
 from conftest import seeded_unet
@@ -88,7 +88,8 @@ def test_sampler_is_a_deterministic_function_of_its_noise(sched):
     steps = make_steps(sched, strided_timesteps(5))
     sigma = steps.sigma("fixed_small")
     x_T = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    a, zs = sample(model, x_T, steps, sigma, generator=torch.Generator().manual_seed(1), progress=False, return_zs=True)
+    a = sample(model, x_T, steps, sigma, generator=torch.Generator().manual_seed(1), progress=False)
+    zs = draw_zs(steps.S, x_T, torch.Generator().manual_seed(1))
     b = sample(model, x_T, steps, sigma, zs=zs, progress=False)
     assert torch.equal(a, b)
     c = sample(model, x_T, steps, sigma, zs=zs + 1e-3, progress=False)

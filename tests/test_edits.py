@@ -7,8 +7,7 @@ import torch
 
 from ddpm import edits
 from ddpm.checkpoint import load_model
-from ddpm.inversion import invert_to_maps
-from ddpm.noisemap import save_maps
+from ddpm.noisemap import invert_to_maps, save_maps
 
 from conftest import ROOT, tiny_model
 

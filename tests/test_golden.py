@@ -7,8 +7,7 @@ import torch
 
 from ddpm.checkpoint import load_model
 from ddpm.images import load_image
-from ddpm.inversion import invert_to_maps
-from ddpm.noisemap import load_maps
+from ddpm.noisemap import invert_to_maps, load_maps
 
 from conftest import ROOT
 

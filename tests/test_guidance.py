@@ -34,8 +34,8 @@ def test_reconstruction_with_the_source_class_and_guidance_stays_exact(cond_unet
     steps = make_steps(sched, strided_timesteps(10))
     eps = guided_eps(cond_unet, torch.tensor([3, 5]), 3.0)
     x0 = cifar_images[:2]
-    xT, zs, sigma, rec = invert(eps, x0, steps, sched, mode=mode, generator=torch.Generator().manual_seed(0),
-                                progress=False)
+    inv = invert(eps, x0, steps, sched, mode=mode, generator=torch.Generator().manual_seed(0), progress=False)
+    xT, zs, sigma = inv.xT, inv.zs, inv.sigma
     assert (sample(eps, xT, steps, sigma, zs=zs, progress=False) - x0).abs().max() <= 1e-4
     other = guided_eps(cond_unet, torch.tensor([1, 1]), 3.0)  # negative control: another class, another image
     assert (sample(other, xT, steps, sigma, zs=zs, progress=False) - x0).abs().max() > 1e-3

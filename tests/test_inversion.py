@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from ddpm.diffusion import sample
-from ddpm.inversion import invert, invert_to_maps, map_stats
-from ddpm.noisemap import NoiseMapError, load_maps, regenerate, save_maps
+from ddpm.inversion import invert, map_stats
+from ddpm.noisemap import NoiseMapError, invert_to_maps, load_maps, regenerate, save_maps
 from ddpm.schedule import make_steps, strided_timesteps
 
 from conftest import seeded_unet, tiny_model
@@ -16,8 +16,9 @@ TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 def run(model, x0, sched, S, method="edit_friendly", mode="exact", skip=0, last="fixed_large", seed=0):
     steps = make_steps(sched, strided_timesteps(S))[skip:]
-    return steps, invert(model, x0, steps, sched, method=method, mode=mode, generator=torch.Generator().manual_seed(seed),
-                         last=last, progress=False)
+    inv = invert(model, x0, steps, sched, method=method, mode=mode, generator=torch.Generator().manual_seed(seed),
+                 last=last, progress=False)
+    return steps, (inv.xT, inv.zs, inv.sigma, inv.x0_rec)
 
 
 GRID = [(dt, m, 10, skip) for dt in (torch.float32, torch.float64) for m in ("edit_friendly", "dpm_encoder")

@@ -8,7 +8,7 @@ import torch
 
 from ddpm.checkpoint import file_sha256, load_model
 from ddpm.images import load_image
-from ddpm.inversion import invert_to_maps
+from ddpm.noisemap import invert_to_maps
 
 from conftest import ASSETS, ROOT
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from ddpm.checkpoint import load_model, save_model  # noqa: E402
 from ddpm.images import load_image, save_png  # noqa: E402
-from ddpm.inversion import invert_to_maps  # noqa: E402
+from ddpm.noisemap import invert_to_maps  # noqa: E402
 from ddpm.noisemap import save_maps  # noqa: E402
 from ddpm.unet import PRESETS, UNet  # noqa: E402
 

@@ -1,0 +1,146 @@
+"""Sample quality, offline: the numbers of a model card's history row.
+
+    python -m bench.quality --ckpt checkpoints/cifar10-cpu-cond.safetensors \
+        --real data/cifar10-jpeg/test --ref data/cifar10-jpeg/train [--n 2000] [--n-class 500] [--steps 100]
+    python -m bench.quality --ckpt checkpoints/celeba32-cpu.safetensors --real data/celeba --ref data/celeba
+
+Prints, with the seeds fixed (samples are a deterministic function of --seed):
+  - Frechet distance (Heusel et al. 2017, eq. 6 of the FID paper) between --n samples and all --real images, in the
+    penultimate (512-d) features of the measuring classifier `bench/classifier.py`, next to its floor: the same
+    distance from --n real --ref images to --real. Not comparable with Inception-feature FIDs.
+  - mean chroma, mean over pixels of |x - mean over channels| in [-1, 1] units, of the samples and the real images.
+  - held-out L_simple and bits/dim (`ddpm.vlb`) on up to 1,000 --real images evenly spaced through the set.
+  - class-conditional models: class agreement, the fraction of --n-class samples (an equal number per class) that
+    the classifier assigns to their class, at guidance 1 and 3, per class, with the classifier's test accuracy
+    (its ceiling) beside it.
+--real/--ref: a CIFAR-10 ImageFolder split, or a CelebA folder (`--real` then reads its val/test partition and
+`--ref` its train partition).
+"""
+import argparse
+import json
+import time
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+
+from bench import classifier
+from ddpm.checkpoint import load_model
+from ddpm.data import load_dataset
+from ddpm.diffusion import loss_simple, sample
+from ddpm.guidance import CIFAR10_CLASSES, guided_eps
+from ddpm.images import save_png
+from ddpm.schedule import make_steps, strided_timesteps
+from ddpm.vlb import bits_per_dim, mean_ci
+
+
+def images(path: str, size: int, train: bool, n: int | None = None) -> tuple[Tensor, Tensor]:
+    """(x, y): n images (all when None) evenly spaced through the set, in [-1, 1]."""
+    ds = load_dataset(path, size, train=train)
+    n = min(n or len(ds), len(ds))
+    ds = Subset(ds, list(range(0, len(ds), len(ds) // n))[:n])
+    x, y = zip(*DataLoader(ds, batch_size=500))
+    return torch.cat(x), torch.cat(y)
+
+
+@torch.no_grad()
+def features(net: torch.nn.Module, x: Tensor, batch: int = 500) -> Tensor:
+    """The classifier's penultimate features (N, 512), float64: the ResNet up to its global average pool."""
+    body = torch.nn.Sequential(*list(net.children())[:-1])
+    return torch.cat([body(classifier.normalize(x[k:k + batch])).flatten(1) for k in range(0, len(x), batch)]).double()
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)) of two feature sets (N, D), float64.
+    Tr (C_a C_b)^(1/2) = sum of the square roots of the eigenvalues of C_a^(1/2) C_b C_a^(1/2) (symmetric PSD)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    C_a, C_b = torch.cov(a.T), torch.cov(b.T)
+    w, V = torch.linalg.eigh(C_a)
+    root_a = V @ torch.diag(w.clamp(min=0).sqrt()) @ V.T
+    tr_sqrt = torch.linalg.eigvalsh(root_a @ C_b @ root_a).clamp(min=0).sqrt().sum()
+    return ((mu_a - mu_b).pow(2).sum() + C_a.trace() + C_b.trace() - 2 * tr_sqrt).item()
+
+
+def chroma(x: Tensor) -> float:
+    """Mean |x - mean over channels|, [-1, 1] units: 0 for grey images; CIFAR-10 test images: ~0.10."""
+    return (x.double() - x.double().mean(1, keepdim=True)).abs().mean().item()
+
+
+@torch.no_grad()
+def draw(model, n: int, S: int, seed: int, labels: Tensor | None = None, w: float = 1.0, batch: int = 250) -> Tensor:
+    """n samples (S strided DDPM steps, x0 clipped); with labels, classifier-free guided at scale w."""
+    steps = make_steps(model.sched, strided_timesteps(S, model.sched.T))
+    sigma = steps.sigma(model.variance)
+    size = model.unet.cfg.image_size
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(0, n, batch):
+        m = min(batch, n - k)
+        eps = model.eps if labels is None else guided_eps(model.unet, labels[k:k + m], w)
+        x_T = torch.randn((m, 3, size, size), generator=g)
+        out.append(sample(eps, x_T, steps, sigma, generator=g, clip=model.clip_x0, progress=False))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def held_out(model, x: Tensor, y: Tensor, seed: int) -> dict:
+    """Held-out L_simple and bits/dim with 95% intervals (true labels for a conditional model)."""
+    g = torch.Generator().manual_seed(seed)
+    losses, bpds = [], []
+    for k in range(0, len(x), 250):
+        xb, yb = x[k:k + 250], y[k:k + 250]
+        eps = (lambda x_t, t, yb=yb: model.unet(x_t, t, yb)) if model.unet.cfg.num_classes else model.eps
+        t = torch.randint(0, model.sched.T, (len(xb),), generator=g)
+        losses.append(loss_simple(eps, xb, model.sched, t=t, eps=torch.randn(xb.shape, generator=g)))
+        bpds.append(bits_per_dim(eps, xb, model.sched, g))
+    (loss, loss_ci), (bpd, bpd_ci) = mean_ci(torch.cat(losses)), mean_ci(torch.cat(bpds))
+    return {"eval_loss": loss, "eval_loss_ci95": loss_ci, "bits_per_dim": bpd, "bits_per_dim_ci95": bpd_ci}
+
+
+def class_agreement(model, net, n: int, S: int, seed: int, w: float) -> tuple[float, list[float]]:
+    """Fraction of class-conditional samples the classifier assigns to their class: overall, per class."""
+    k = len(CIFAR10_CLASSES)
+    y = torch.arange(n) % k
+    pred = classifier.predict(net, draw(model, n, S, seed, y, w)).argmax(1)
+    hit = (pred == y).double()
+    return hit.mean().item(), [hit[y == c].mean().item() for c in range(k)]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--real", required=True, help="held-out real images (CIFAR-10 test split, or a CelebA folder)")
+    p.add_argument("--ref", required=True, help="other real images for the floor (CIFAR-10 train, or a CelebA folder)")
+    p.add_argument("--n", type=int, default=2000, help="samples for the Frechet distance and chroma")
+    p.add_argument("--n-class", type=int, default=500, help="samples per guidance scale for class agreement")
+    p.add_argument("--steps", type=int, default=100, help="strided sampling steps S")
+    p.add_argument("--classifier", default=str(classifier.DEFAULT))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid", help="write the first 64 samples here (PNG)")
+    args = p.parse_args()
+    t0 = time.time()
+    model, (net, cmeta) = load_model(args.ckpt), classifier.load(args.classifier)
+    size = model.unet.cfg.image_size
+    real_x, real_y = images(args.real, size, train=False)
+    ref_x, _ = images(args.ref, size, train=True, n=args.n)
+    samples = draw(model, args.n, args.steps, args.seed)
+    if args.grid:
+        save_png(args.grid, samples[:64], nrow=8)
+    f_real = features(net, real_x)
+    out = {"ckpt": args.ckpt, "steps": args.steps, "n": args.n, "real_images": len(real_x),
+           "frechet_distance": frechet_distance(features(net, samples), f_real),
+           "frechet_floor": frechet_distance(features(net, ref_x), f_real),
+           "chroma_samples": chroma(samples), "chroma_real": chroma(real_x),
+           **held_out(model, *images(args.real, size, train=False, n=1000), args.seed),
+           "classifier_test_accuracy": cmeta["test_accuracy"]}
+    if model.unet.cfg.num_classes:
+        for w in (1.0, 3.0):
+            agree, per_class = class_agreement(model, net, args.n_class, args.steps, args.seed + 1, w)
+            out[f"class_agreement_cfg{w:g}"] = agree
+            out[f"class_agreement_cfg{w:g}_per_class"] = dict(zip(CIFAR10_CLASSES, per_class))
+    out["seconds"] = round(time.time() - t0)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
