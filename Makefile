@@ -17,7 +17,7 @@ $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
 
 .PHONY: demo test test-fast bench figures clean
 demo: $(VENV)/.runtime
-	$(PY) bench/demo.py --ckpt $(CKPT) --out out/demo
+	$(PY) -m bench.demo --ckpt $(CKPT) --out out/demo
 
 # pytest exits 5 when it collects no tests: that is a failure here, never a silent pass.
 test: $(VENV)/.test
@@ -28,7 +28,7 @@ test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not slow" tests
 
 figures: $(VENV)/.runtime
-	$(PY) bench/figures.py --ckpt $(CKPT) --out docs/figures
+	$(PY) -m bench.figures --ckpt $(CKPT) --out docs/figures
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ddpm.cli import add_model_flags, check_range, main_guard, model_from_args
 from ddpm import edits
-from ddpm.checkpoint import load_model
+from ddpm.cli import add_model_flags, check_range, main_guard, model_from_args
 from ddpm.guidance import class_eps, file_eps
 from ddpm.images import ImageError, save_png
 from ddpm.metrics import overlap, psnr, shift_image
+from ddpm.models import load_model
 from ddpm.noisemap import check_fits, load_maps, regenerate, save_maps
 
 
@@ -90,7 +90,7 @@ def main(argv=None):
         c_range = t_range or edits.COLOR_T_RANGE
         c_mask = None if mask is None else mask.to(device)
         offset, gain = edits.solve_color(src_eps, maps, torch.tensor(args.color), base=base, mask=c_mask,
-                                         t_range=c_range, progress=progress)
+                                         t_range=c_range, progress=progress, reuse=reuse)
         edited = edits.color(edited, offset, mask=c_mask, t_range=c_range)
         print(f"color: gain {[round(v, 3) for v in gain.tolist()]} (output per map unit, t in {list(c_range)}), "
               f"map offset {[round(v, 4) for v in offset.tolist()]}")

@@ -1,7 +1,7 @@
 """Semantic editing by changing the condition (paper sec. 5), at CIFAR scale with class labels: invert real
 CIFAR-10 test images with their source class, keep the maps, regenerate with a target class from step `skip`.
 
-    python bench/class_edits.py [--ckpt checkpoints/cifar10-cpu-cond.safetensors] [--n 8] [--steps 50] \\
+    python -m bench.class_edits [--ckpt checkpoints/cifar10-cpu-cond.safetensors] [--n 8] [--steps 50] \\
         [--skips 10 20 30] [--cfgs 1 3 6] [--pairs cat:dog dog:cat ...] [--figures docs/figures]
 
 Methods: edit_friendly and dpm_encoder (maps fixed, class changed; CycleDiffusion when the class acts as the
@@ -12,24 +12,21 @@ structure kept, SSIM and PSNR of the luminance against the input. Also written: 
 every class, and a panel comparing the methods.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import classifier  # noqa: E402
-from ddpm.checkpoint import load_model  # noqa: E402
-from ddpm.guidance import CIFAR10_CLASSES, class_index, guided_eps  # noqa: E402
-from ddpm.images import load_image, save_png  # noqa: E402
-from ddpm.inversion import ddim_invert, ddim_regenerate  # noqa: E402
-from ddpm.metrics import luminance, psnr, ssim  # noqa: E402
-from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
-from ddpm.schedule import make_steps, strided_timesteps  # noqa: E402
+from bench import classifier
+from ddpm.guidance import CIFAR10_CLASSES, class_index, guided_eps
+from ddpm.images import load_image, save_png
+from ddpm.inversion import ddim_invert, ddim_regenerate
+from ddpm.metrics import luminance, psnr, ssim
+from ddpm.models import load_model
+from ddpm.noisemap import invert_to_maps, regenerate
+from ddpm.schedule import make_steps, strided_timesteps
 
 METHODS = ("edit_friendly", "dpm_encoder", "ddim")
 PAIRS = ("cat:dog", "dog:cat", "automobile:truck", "horse:deer")

@@ -1,6 +1,6 @@
 """A small CIFAR-10 classifier, used only as a measuring instrument (does an edit land in the target class?).
 
-    python bench/classifier.py --data data/cifar10-jpeg [--epochs 6] [--out checkpoints/classifier-cifar10.safetensors]
+    python -m bench.classifier --data data/cifar10-jpeg [--epochs 6] [--out checkpoints/classifier-cifar10.safetensors]
 
 Architecture: torchvision's ResNet with BasicBlocks [1, 1, 1, 1] ("ResNet-10", He et al. 2016), the 7x7/2 stem
 replaced by a 3x3/1 convolution for 32x32 inputs (the max-pool kept). Trained on the CIFAR-10 train split with
@@ -10,7 +10,6 @@ float32).
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ddpm.checkpoint import CheckpointError, save_safetensors  # noqa: E402
-from ddpm.guidance import CIFAR10_CLASSES  # noqa: E402
+from ddpm import images
+from ddpm.checkpoint import CheckpointError
+from ddpm.files import save_safetensors
+from ddpm.guidance import CIFAR10_CLASSES
 
 DEFAULT = ROOT / "checkpoints" / "classifier-cifar10.safetensors"
 
@@ -52,11 +52,6 @@ def load_split(folder: str | Path) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous(), torch.tensor(ys)
 
 
-def normalize(x: Tensor) -> Tensor:
-    """Images in [-1, 1] (the diffusion models' range) -> the classifier's input."""
-    return x.float()
-
-
 def augment(x: Tensor, g: torch.Generator) -> Tensor:
     """Random 32x32 crops of the 4-pixel reflect-padded images and random horizontal flips."""
     B = x.shape[0]
@@ -71,13 +66,9 @@ def augment(x: Tensor, g: torch.Generator) -> Tensor:
 
 @torch.no_grad()
 def predict(net: nn.Module, x: Tensor, batch: int = 500) -> Tensor:
-    """Class probabilities (N, 10) for images in [-1, 1]."""
+    """Class probabilities (N, 10) for images in [-1, 1] (the diffusion models' range, taken as it is)."""
     net.eval()
-    return torch.cat([net(normalize(x[k:k + batch])).softmax(1) for k in range(0, len(x), batch)])
-
-
-def to_unit(u8: Tensor) -> Tensor:
-    return u8.float() / 127.5 - 1
+    return torch.cat([net(x[k:k + batch].float()).softmax(1) for k in range(0, len(x), batch)])
 
 
 def train(data: Path, epochs: int, batch: int, seed: int) -> tuple[nn.Module, dict]:
@@ -95,12 +86,12 @@ def train(data: Path, epochs: int, batch: int, seed: int) -> tuple[nn.Module, di
         perm = torch.randperm(len(x_tr), generator=g)
         for k in range(len(x_tr) // batch):
             idx = perm[k * batch:(k + 1) * batch]
-            loss = F.cross_entropy(net(normalize(augment(to_unit(x_tr[idx]), g))), y_tr[idx])
+            loss = F.cross_entropy(net(augment(images.to_unit(x_tr[idx].float() / 255.0), g)), y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-        acc = (predict(net, to_unit(x_te)).argmax(1) == y_te).float().mean().item()
+        acc = (predict(net, images.to_unit(x_te.float() / 255.0)).argmax(1) == y_te).float().mean().item()
         print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, test accuracy {acc:.4f}, {time.time() - t0:.0f} s",
               flush=True)
     return net, {"test_accuracy": acc, "test_images": len(x_te), "epochs": epochs, "batch": batch,
@@ -118,7 +109,7 @@ def load(path: str | Path = DEFAULT) -> tuple[nn.Module, dict]:
 
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no classifier; train one with python bench/classifier.py --data ...")
+        raise CheckpointError(f"{path}: no classifier; train one with python -m bench.classifier --data ...")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         if meta.get("format") != "cifar10-resnet10/1":

@@ -1,7 +1,7 @@
 """The README's demo: invert the shipped real images with the shipped model, check the reconstruction,
 then shift and recolor them through edit.py, and write one panel (original | reconstruction | shifted | recolored).
 
-    python bench/demo.py --ckpt checkpoints/cifar10-cpu.safetensors --out out/demo
+    python -m bench.demo --ckpt checkpoints/cifar10-cpu.safetensors --out out/demo
 """
 import argparse
 import subprocess
@@ -11,9 +11,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ddpm.images import load_image, save_png  # noqa: E402
+from ddpm.images import load_image, save_png
 
 
 def run(*args):

@@ -1,26 +1,24 @@
 """Measures the paper's claim (arXiv 2304.06140, sec. 4): shifting edit-friendly maps shifts the image,
 shifting native DDPM noise does not; and the calibrated color edit. Real CIFAR-10 test images.
 
-    python bench/edits.py --ckpt checkpoints/cifar10-cpu.safetensors [--n 8] [--steps 100]
+    python -m bench.edits --ckpt checkpoints/cifar10-cpu.safetensors [--n 8] [--steps 100]
 
 Shift fidelity: PSNR/SSIM on the overlap between the regenerated output and the shifted original image,
 for edit-friendly maps, DPM-Encoder maps and native maps (the noise a DDPM sample was drawn with, x0 = the sample).
 """
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ddpm import edits  # noqa: E402
-from ddpm.checkpoint import load_model  # noqa: E402
-from ddpm.images import load_image  # noqa: E402
-from ddpm.metrics import luminance, overlap, psnr, shift_image, ssim  # noqa: E402
-from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
-from ddpm.sample import native_maps  # noqa: E402
+from ddpm import edits
+from ddpm.images import load_image
+from ddpm.metrics import luminance, overlap, psnr, shift_image, ssim
+from ddpm.models import load_model
+from ddpm.noisemap import invert_to_maps, regenerate
+from ddpm.sample import native_maps
 
 
 def shift_scores(model, maps, d, fill):

@@ -1,4 +1,4 @@
-"""Draws docs/figures/ from the shipped model and shipped images (python bench/figures.py [--quick]).
+"""Draws docs/figures/ from the shipped model and shipped images (python -m bench.figures [--quick]).
 
 1. map_stats.png      variance of z_t and correlation of consecutive maps per timestep: edit-friendly vs
                       DPM-Encoder vs native DDPM noise (the paper's claim: edit-friendly maps are neither
@@ -9,21 +9,19 @@
 """
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ddpm import edits  # noqa: E402
-from ddpm.checkpoint import load_model  # noqa: E402
-from ddpm.images import grid, load_image  # noqa: E402
-from ddpm.inversion import map_stats  # noqa: E402
-from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
-from ddpm.sample import native_maps  # noqa: E402
+from ddpm import edits
+from ddpm.images import grid, load_image
+from ddpm.inversion import map_stats
+from ddpm.models import load_model
+from ddpm.noisemap import invert_to_maps, regenerate
+from ddpm.sample import native_maps
 
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
@@ -57,11 +55,11 @@ def line_plot(path, title, series: dict, xlabel, ylabel, log_y=False, size=(640,
             d.ellipse([q[0] - 3, q[1] - 3, q[0] + 3, q[1] + 3], fill=c)
         d.line([W - R + 10, Tm + 10 + 16 * k, W - R + 30, Tm + 10 + 16 * k], fill=c, width=3)
     img = img.crop((0, 0, W, H))
-    full = Image.new("RGB", (W + 0, H), "white")
+    full = Image.new("RGB", (W, H), "white")
     full.paste(img)
     dd = ImageDraw.Draw(full)
     for k, name in enumerate(series):
-        dd.text((W - R + 34 - 140 + 140, Tm + 4 + 16 * k), name, fill="black")
+        dd.text((W - R + 34, Tm + 4 + 16 * k), name, fill="black")
     full.save(path)
 
 

@@ -1,21 +1,19 @@
 """Batched vs one-call-per-step inversion, measured in the same run, plus each mode's reconstruction error.
 
-    python bench/inversion_speed.py [--preset cifar10] [--steps 50] [--n 1] [--device cpu]
+    python -m bench.inversion_speed [--preset cifar10] [--steps 50] [--n 1] [--device cpu]
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ddpm.diffusion import sample  # noqa: E402
-from ddpm.inversion import invert  # noqa: E402
-from ddpm.schedule import linear_schedule, make_steps, strided_timesteps  # noqa: E402
-from ddpm.unet import PRESETS, UNet  # noqa: E402
+from ddpm.diffusion import sample
+from ddpm.inversion import invert
+from ddpm.schedule import linear_schedule, make_steps, strided_timesteps
+from ddpm.unet import PRESETS, UNet
 
 
 def main():

@@ -25,11 +25,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from bench import classifier
-from ddpm.checkpoint import load_model
 from ddpm.data import load_dataset
 from ddpm.diffusion import loss_simple, sample
 from ddpm.guidance import CIFAR10_CLASSES, guided_eps
 from ddpm.images import save_png
+from ddpm.models import load_model
 from ddpm.schedule import make_steps, strided_timesteps
 from ddpm.vlb import bits_per_dim, mean_ci
 
@@ -47,7 +47,7 @@ def images(path: str, size: int, train: bool, n: int | None = None) -> tuple[Ten
 def features(net: torch.nn.Module, x: Tensor, batch: int = 500) -> Tensor:
     """The classifier's penultimate features (N, 512), float64: the ResNet up to its global average pool."""
     body = torch.nn.Sequential(*list(net.children())[:-1])
-    return torch.cat([body(classifier.normalize(x[k:k + batch])).flatten(1) for k in range(0, len(x), batch)]).double()
+    return torch.cat([body(x[k:k + batch].float()).flatten(1) for k in range(0, len(x), batch)]).double()
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:

@@ -1,21 +1,19 @@
 """Training throughput (images/s) of our UNet vs diffusers' UNet2DModel at the same config, same run.
 
-    python bench/train_speed.py [--preset cifar10] [--batch 16] [--iters 5] [--device cpu]
+    python -m bench.train_speed [--preset cifar10] [--batch 16] [--iters 5] [--device cpu]
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ddpm.diffusers_io import config_to_diffusers  # noqa: E402
-from ddpm.diffusion import loss_simple  # noqa: E402
-from ddpm.schedule import linear_schedule  # noqa: E402
-from ddpm.unet import PRESETS, UNet, count_params  # noqa: E402
+from ddpm.diffusers_io import config_to_diffusers
+from ddpm.diffusion import loss_simple
+from ddpm.schedule import linear_schedule
+from ddpm.unet import PRESETS, UNet, count_params
 
 
 def throughput(net, cfg, batch, iters, device):

@@ -1,20 +1,16 @@
-"""Model files: this project's inference checkpoints (safetensors + JSON metadata), its training
-checkpoints (torch.save dicts read with weights_only=True), diffusers folders (see `ddpm.diffusers_io`),
-and atomic writes for every file the project produces.
+"""This project's model files: inference checkpoints (safetensors + JSON metadata) and training checkpoints
+(torch.save dicts read with weights_only=True). `ddpm.models.load_model` reads these and diffusers folders.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
 
+from .files import file_sha256, save_safetensors
 from .schedule import Schedule, Variance, linear_schedule
 from .unet import UNet, UNetConfig
 
@@ -49,37 +45,6 @@ class Model:
         return self
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call write(tmp) on a temp file in path's folder, fsync it, then rename it onto path.
-
-    A crash, a full disk or a permission error leaves any existing `path` untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def schedule_meta(sched_kind: dict) -> Schedule:
     if sched_kind.get("kind") != "linear":
         raise CheckpointError(f"unsupported schedule {sched_kind}; only 'linear' is known")
@@ -98,25 +63,6 @@ def save_model(path: str | Path, unet: UNet, *, schedule: dict = LINEAR, clip_x0
             "clip_x0": json.dumps(clip_x0), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
     save_safetensors(path, state, meta)
     return file_sha256(path)
-
-
-def save_safetensors(path: str | Path, state: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Write a .safetensors file atomically, with the same bytes for the same tensors and metadata: the library's
-    own serialisation with its JSON header re-written with sorted keys (the library orders the metadata at random,
-    so the same weights would get another sha256 at every save; the format allows any key order and space padding)."""
-    from safetensors.torch import save
-
-    raw = save(state, metadata=metadata)
-    n = int.from_bytes(raw[:8], "little")
-    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(len(header).to_bytes(8, "little") + header)
-            f.write(memoryview(raw)[8 + n:])
-
-    atomic_write(path, write)
 
 
 def build_unet(cfg_dict: dict, state: dict[str, Tensor], source: str) -> UNet:
@@ -170,25 +116,3 @@ def load_training_checkpoint(path: str | Path) -> dict:
     except Exception as e:  # UnpicklingError, RuntimeError (truncated zip), EOFError
         raise CheckpointError(f"{path}: cannot be read safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                               "it is truncated, corrupt, or not a weights-only checkpoint")
-
-
-def load_model(path: str | Path) -> Model:
-    """Load a network from: our .safetensors, our training checkpoint .pt (its EMA weights), or a
-    diffusers UNet2DModel/pipeline folder."""
-    path = Path(path)
-    if path.is_dir():
-        from .diffusers_io import load_diffusers
-
-        return load_diffusers(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file or folder")
-    if path.suffix == ".safetensors":
-        return load_safetensors(path)
-    if path.suffix in (".pt", ".pth"):
-        ckpt = load_training_checkpoint(path)
-        if not isinstance(ckpt, dict) or "config" not in ckpt or "ema" not in ckpt:
-            raise CheckpointError(f"{path}: not a training checkpoint of this project (no 'config'/'ema')")
-        unet = build_unet(ckpt["config"]["unet"], ckpt["ema"], str(path))
-        return Model(unet, schedule_meta(ckpt["config"].get("schedule", LINEAR)), sha256=file_sha256(path),
-                     source=str(path))
-    raise CheckpointError(f"{path}: unknown checkpoint type; expected .safetensors, .pt or a diffusers folder")

@@ -49,7 +49,7 @@ def model_from_args(args):
     """(Model on the requested device and dtype, device, dtype)."""
     import torch
 
-    from .checkpoint import load_model
+    from .models import load_model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError, Model, atomic_write, build_unet, file_sha256, save_safetensors
+from .checkpoint import CheckpointError, Model, build_unet
+from .files import atomic_write, file_sha256, save_safetensors
 from .schedule import Schedule, linear_schedule
 from .unet import UNet, UNetConfig
 

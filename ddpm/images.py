@@ -9,7 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 
 class ImageError(ValueError):

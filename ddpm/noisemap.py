@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import Model, atomic_write
+from .checkpoint import Model
 from .diffusion import EpsModel, sample
+from .files import atomic_write
 from .inversion import Last, Method, Mode, invert
 from .schedule import Spacing, Steps, make_steps, steps_from_alpha_bar, strided_timesteps
 

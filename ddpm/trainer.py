@@ -20,8 +20,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .checkpoint import LINEAR, CheckpointError, atomic_write, load_training_checkpoint, save_model
+from .checkpoint import LINEAR, CheckpointError, load_training_checkpoint, save_model
 from .diffusion import loss_simple, sample
+from .files import atomic_write
 from .images import save_png
 from .schedule import linear_schedule, make_steps, strided_timesteps
 from .unet import PRESETS, UNet
@@ -206,7 +207,7 @@ class Trainer:
         """Warm start: weights from a model file of the same architecture. A conditional model may start from an
         unconditional one: its class embedding starts at zero, so at step 0 it equals the source model for every
         label (the embedding is added to the timestep embedding)."""
-        from .checkpoint import load_model
+        from .models import load_model
 
         src, own = load_model(path).unet.state_dict(), self.model.state_dict()
         new = set(own) - set(src)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.checkpoint import CheckpointError, load_model, save_model
+from ddpm.checkpoint import CheckpointError, save_model
 from ddpm.images import load_image
+from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps, save_maps
 
 from conftest import ASSETS, ROOT, seeded_unet
@@ -149,7 +150,7 @@ def test_failed_runs_leave_existing_outputs_untouched(tmp_path, tiny_ckpt, maps_
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
-    from ddpm.checkpoint import atomic_write
+    from ddpm.files import atomic_write
 
     path = tmp_path / "ckpt.safetensors"
     save_model(path, seeded_unet("tiny"))

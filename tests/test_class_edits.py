@@ -7,14 +7,13 @@ import sys
 import pytest
 import torch
 
+from bench import classifier
 from ddpm.checkpoint import CheckpointError
 from ddpm.guidance import CIFAR10_CLASSES
 from ddpm.images import load_image
 
 from conftest import ASSETS, ROOT
 
-sys.path.insert(0, str(ROOT / "bench"))
-import classifier  # noqa: E402
 
 COND = ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"
 
@@ -58,7 +57,7 @@ def test_class_edit_bench_runs_on_the_shipped_models(tmp_path):
     for name in ("cat", "dog"):
         (tmp_path / "data" / name).mkdir(parents=True)
         shutil.copy(ASSETS / "cifar10" / f"{name}_0000.jpg", tmp_path / "data" / name)
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "class_edits.py"), "--data", str(tmp_path / "data"),
+    r = subprocess.run([sys.executable, "-m", "bench.class_edits", "--data", str(tmp_path / "data"),
                         "--pairs", "cat:dog", "--n", "1", "--steps", "6", "--skips", "2", "--cfgs", "2",
                         "--panel-skip", "2", "--figures", str(tmp_path / "figs"), "--threads", "1"],
                        capture_output=True, text=True, cwd=ROOT)

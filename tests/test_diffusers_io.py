@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.checkpoint import CheckpointError, file_sha256, load_model
+from ddpm.checkpoint import CheckpointError
+from ddpm.models import load_model
+
 from ddpm.diffusers_io import config_to_diffusers, export_diffusers
+from ddpm.files import file_sha256
 from ddpm.unet import PRESETS
 
 from conftest import ROOT

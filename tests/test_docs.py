@@ -23,7 +23,7 @@ def test_every_function_named_in_math_md_exists():
 
 @pytest.mark.slow
 def test_figure_script_regenerates_every_figure_in_reduced_mode(tmp_path, tiny_ckpt):
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "figures.py"), "--quick", "--ckpt", str(tiny_ckpt),
+    r = subprocess.run([sys.executable, "-m", "bench.figures", "--quick", "--ckpt", str(tiny_ckpt),
                         "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     names = {p.name for p in tmp_path.glob("*.png")}

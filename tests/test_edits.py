@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm import edits
-from ddpm.checkpoint import load_model
+from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps, save_maps
 
 from conftest import ROOT, tiny_model

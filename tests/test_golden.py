@@ -5,8 +5,8 @@ import sys
 
 import torch
 
-from ddpm.checkpoint import load_model
 from ddpm.images import load_image
+from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps, load_maps
 
 from conftest import ROOT

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
+from ddpm.diffusion import sample
 from ddpm.guidance import class_index, guided_eps
 from ddpm.inversion import invert
-from ddpm.diffusion import sample
 from ddpm.schedule import linear_schedule, make_steps, strided_timesteps
 from ddpm.unet import UNet, UNetConfig
 
@@ -111,9 +111,10 @@ def test_cyclediffusion_switch_to_another_model_through_the_command_line(tmp_pat
     import subprocess
     import sys
 
-    from ddpm.checkpoint import load_model, save_model
+    from ddpm.checkpoint import save_model
     from ddpm.edits import regenerate_switched
     from ddpm.images import load_image
+    from ddpm.models import load_model
     from ddpm.noisemap import load_maps
 
     from conftest import ASSETS, ROOT, seeded_unet

@@ -146,15 +146,20 @@ def test_a_trajectory_never_crosses_dtypes(maps):
     assert maps.to("cpu", torch.float64).trajectory is None
 
 
-def test_edit_py_uses_the_trajectory_only_for_its_own_model(tmp_path):
-    """edit.py --color gives byte-identical PNGs from a file with and without a trajectory; with another model
-    (--ignore-sha) the trajectory is not used, so the result is that model's full regeneration."""
+def test_edit_py_uses_the_trajectory_only_for_its_own_model(tmp_path, monkeypatch):
+    """edit.py --color gives byte-identical PNGs from a file with and without a trajectory, at 3 x 3 network calls
+    (3 regenerations of the 3 steps with t <= 200) instead of 4 x 10; with another model (--ignore-sha) the
+    trajectory is not used, so the result is that model's full regeneration."""
     import edit
     import invert
 
-    from ddpm.checkpoint import load_model, save_model
+    from ddpm.checkpoint import save_model
     from ddpm.images import load_image
+    from ddpm.models import load_model
 
+    calls = []
+    forward = UNet.forward
+    monkeypatch.setattr(UNet, "forward", lambda self, *a: calls.append(1) or forward(self, *a))
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     save_model(a, seeded_unet("tiny", seed=0))
     save_model(b, seeded_unet("tiny", seed=1))
@@ -162,8 +167,10 @@ def test_edit_py_uses_the_trajectory_only_for_its_own_model(tmp_path):
     for name, extra in (("with", []), ("without", ["--no-trajectory"])):
         invert.main(["--ckpt", str(a), "--image", str(cat), "--steps", "10", "--out", str(tmp_path / f"{name}.npz"),
                      "--no-progress", *extra])
+        calls.clear()
         edit.main([str(tmp_path / f"{name}.npz"), "--ckpt", str(a), "--color", "0.1", "0", "0", "--out",
                    str(tmp_path / f"{name}.png"), "--no-progress"])
+        assert len(calls) == {"with": 9, "without": 40}[name]
     assert load_maps(tmp_path / "with.npz").trajectory is not None
     assert load_maps(tmp_path / "without.npz").trajectory is None
     assert (tmp_path / "with.png").read_bytes() == (tmp_path / "without.png").read_bytes()

@@ -6,8 +6,9 @@ import re
 import pytest
 import torch
 
-from ddpm.checkpoint import file_sha256, load_model
+from ddpm.files import file_sha256
 from ddpm.images import load_image
+from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps
 
 from conftest import ASSETS, ROOT

@@ -180,7 +180,7 @@ def test_init_from_an_unconditional_model_starts_equal_to_it_for_every_label(ima
     """--class-cond --init UNCOND, one step at lr 0 (so a checkpoint is written, weights unchanged):
     the conditional EMA equals the source model for every label and the null class; the class embedding is zero.
     The sample grid has one row of 8 per class."""
-    from ddpm.checkpoint import load_model
+    from ddpm.models import load_model
 
     train("--data", image_folder, "--out", tmp_path / "src", "--steps", 2)
     src = load_model(tmp_path / "src" / "ema.safetensors").unet

@@ -14,8 +14,9 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from ddpm.checkpoint import load_model, save_model  # noqa: E402
+from ddpm.checkpoint import save_model  # noqa: E402
 from ddpm.images import load_image, save_png  # noqa: E402
+from ddpm.models import load_model  # noqa: E402
 from ddpm.noisemap import invert_to_maps  # noqa: E402
 from ddpm.noisemap import save_maps  # noqa: E402
 from ddpm.unet import PRESETS, UNet  # noqa: E402
