@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CKPT ?= checkpoints/cifar10-cpu.safetensors
+FACES ?= checkpoints/celeba32-cpu.safetensors
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +18,7 @@ $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
 
 .PHONY: demo test test-fast bench figures clean
 demo: $(VENV)/.runtime
-	$(PY) -m bench.demo --ckpt $(CKPT) --out out/demo
+	$(PY) -m bench.demo --ckpt $(CKPT) --faces-ckpt $(FACES) --out out/demo
 
 # pytest exits 5 when it collects no tests: that is a failure here, never a silent pass.
 test: $(VENV)/.test

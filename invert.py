@@ -4,13 +4,16 @@
 """
 import argparse
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 from ddpm.cli import add_model_flags, check_range, main_guard, model_from_args
 from ddpm.guidance import class_eps
 from ddpm.images import load_image, save_png, to_uint8
+from ddpm.inversion import Last, Method, Mode
 from ddpm.noisemap import invert_to_maps, save_maps
+from ddpm.schedule import Spacing
 
 
 def main(argv=None):
@@ -19,12 +22,12 @@ def main(argv=None):
     p.add_argument("--image", nargs="+", required=True, help="PNG/JPEG files (centre-cropped/resized to the model)")
     p.add_argument("--steps", type=int, default=100, help="strided steps S")
     p.add_argument("--skip", type=int, default=0, help="start at step K (T_skip): maps cover timesteps[K:]")
-    p.add_argument("--spacing", choices=["leading", "offset"], default="leading")
-    p.add_argument("--method", choices=["edit_friendly", "dpm_encoder"], default="edit_friendly")
-    p.add_argument("--mode", choices=["exact", "batched"], default="exact",
+    p.add_argument("--spacing", choices=get_args(Spacing), default="leading")
+    p.add_argument("--method", choices=get_args(Method), default="edit_friendly")
+    p.add_argument("--mode", choices=get_args(Mode), default="exact",
                    help="exact: the sampler's own network calls (bit-exact); batched: --chunk steps per call")
     p.add_argument("--chunk", type=int, default=8, help="timesteps per network call in batched mode")
-    p.add_argument("--last", choices=["fixed_large", "zero"], default="fixed_large",
+    p.add_argument("--last", choices=get_args(Last), default="fixed_large",
                    help="sigma of the last step: fixed_large (exact) or zero (the official code)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="cls", help="source class (class-conditional models), e.g. cat")

@@ -1,24 +1,37 @@
 """Train a DDPM (Ho et al. 2020 recipe by default).
 
-    python train.py --config cifar10 --data data/cifar10-jpeg/train --out runs/cifar10 [--steps N] [--resume]
-    torchrun --nproc_per_node=K train.py ...   # DistributedDataParallel, one process per GPU
+    python train.py --preset cifar10 --data data/cifar10-jpeg/train --eval-data data/cifar10-jpeg/test --out runs/c10
+    python train.py ... --resume              # continue from the newest checkpoint in --out, bit for bit
+    torchrun --nproc_per_node=K train.py ...  # DistributedDataParallel, one process per GPU
 """
 import argparse
 import dataclasses
 
+import torch
+
 from ddpm.cli import add_dataclass_flags, main_guard
-from ddpm.trainer import TrainConfig, Trainer
+from ddpm.trainer import TrainConfig, TrainLoop, init_world, seed_for, split, unet_config, warm_start
+from ddpm.unet import UNet
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_flags(p, TrainConfig)
-    p.add_argument("--config", dest="preset", help="alias of --preset")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    args = vars(p.parse_args())
+    args = vars(p.parse_args(argv))
     resume = args.pop("resume")
     cfg = TrainConfig(**{f.name: args[f.name] for f in dataclasses.fields(TrainConfig)})
-    Trainer(cfg, resume=resume).run()
+    world = init_world(cfg)
+    ucfg = unet_config(cfg)
+    train_set, eval_set, crop = split(cfg, ucfg.image_size)
+    torch.manual_seed(seed_for(cfg.seed, "init"))
+    model = UNet(ucfg)
+    if cfg.init and not resume:
+        warm_start(model, cfg.init, cfg.preset)
+    loop = TrainLoop(cfg, model, train_set, eval_set, world, crop)
+    if resume:
+        loop.load_latest()
+    loop.run()
 
 
 if __name__ == "__main__":

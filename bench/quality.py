@@ -22,24 +22,22 @@ import time
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from bench import classifier
 from ddpm.data import load_dataset
-from ddpm.diffusion import loss_simple, sample
+from ddpm.diffusion import sample
+from ddpm.evaluate import evenly_spaced, held_out
 from ddpm.guidance import CIFAR10_CLASSES, guided_eps
 from ddpm.images import save_png
 from ddpm.models import load_model
 from ddpm.schedule import make_steps, strided_timesteps
-from ddpm.vlb import bits_per_dim, mean_ci
 
 
 def images(path: str, size: int, train: bool, n: int | None = None) -> tuple[Tensor, Tensor]:
     """(x, y): n images (all when None) evenly spaced through the set, in [-1, 1]."""
     ds = load_dataset(path, size, train=train)
-    n = min(n or len(ds), len(ds))
-    ds = Subset(ds, list(range(0, len(ds), len(ds) // n))[:n])
-    x, y = zip(*DataLoader(ds, batch_size=500))
+    x, y = zip(*DataLoader(evenly_spaced(ds, n or len(ds)), batch_size=500))
     return torch.cat(x), torch.cat(y)
 
 
@@ -82,21 +80,6 @@ def draw(model, n: int, S: int, seed: int, labels: Tensor | None = None, w: floa
     return torch.cat(out)
 
 
-@torch.no_grad()
-def held_out(model, x: Tensor, y: Tensor, seed: int) -> dict:
-    """Held-out L_simple and bits/dim with 95% intervals (true labels for a conditional model)."""
-    g = torch.Generator().manual_seed(seed)
-    losses, bpds = [], []
-    for k in range(0, len(x), 250):
-        xb, yb = x[k:k + 250], y[k:k + 250]
-        eps = (lambda x_t, t, yb=yb: model.unet(x_t, t, yb)) if model.unet.cfg.num_classes else model.eps
-        t = torch.randint(0, model.sched.T, (len(xb),), generator=g)
-        losses.append(loss_simple(eps, xb, model.sched, t=t, eps=torch.randn(xb.shape, generator=g)))
-        bpds.append(bits_per_dim(eps, xb, model.sched, g))
-    (loss, loss_ci), (bpd, bpd_ci) = mean_ci(torch.cat(losses)), mean_ci(torch.cat(bpds))
-    return {"eval_loss": loss, "eval_loss_ci95": loss_ci, "bits_per_dim": bpd, "bits_per_dim_ci95": bpd_ci}
-
-
 def class_agreement(model, net, n: int, S: int, seed: int, w: float) -> tuple[float, list[float]]:
     """Fraction of class-conditional samples the classifier assigns to their class: overall, per class."""
     k = len(CIFAR10_CLASSES)
@@ -131,7 +114,8 @@ def main():
            "frechet_distance": frechet_distance(features(net, samples), f_real),
            "frechet_floor": frechet_distance(features(net, ref_x), f_real),
            "chroma_samples": chroma(samples), "chroma_real": chroma(real_x),
-           **held_out(model, *images(args.real, size, train=False, n=1000), args.seed),
+           **held_out(model.unet, model.sched, load_dataset(args.real, size, train=False), n=1000, batch=250,
+                      generator=torch.Generator().manual_seed(args.seed)),
            "classifier_test_accuracy": cmeta["test_accuracy"]}
     if model.unet.cfg.num_classes:
         for w in (1.0, 3.0):

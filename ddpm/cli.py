@@ -16,14 +16,16 @@ USER_ERRORS = (CheckpointError, DataError, ImageError, FileNotFoundError, Permis
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One --flag per dataclass field, default from the field (bools become store_true)."""
+    """One --flag per dataclass field, default and help from the field (bools become store_true)."""
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
+        help = f.metadata.get("help", "").replace("%", "%%")
+        help += "" if isinstance(default, bool) else " (default: %(default)s)"
         if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=default)
+            parser.add_argument(flag, action="store_true", default=default, help=help)
         else:
-            parser.add_argument(flag, type=type(default), default=default)
+            parser.add_argument(flag, type=type(default), default=default, help=help)
 
 
 def main_guard(main: Callable[[], None]) -> None:

@@ -6,7 +6,7 @@ same `x0_hat`, `mu_t` and `reverse_step`, so they cannot drift apart.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import Tensor
@@ -16,6 +16,7 @@ from .schedule import Schedule, Steps, at
 
 # eps_model(x_t, t) -> eps, with t a (B,) int64 tensor of training timesteps.
 EpsModel = Callable[[Tensor, Tensor], Tensor]
+Mean = Literal["ddpm", "ddim"]
 
 
 def q_sample(x0: Tensor, t: Tensor, eps: Tensor, sched: Schedule) -> Tensor:
@@ -74,14 +75,16 @@ def ddim_mean(x_t: Tensor, eps: Tensor, i: int, steps: Steps, clip: bool, sigma:
 
 
 def reverse_step(x_t: Tensor, eps: Tensor, z: Tensor, i: int, steps: Steps, sigma: Tensor,
-                 *, clip: bool, eta: float = 1.0) -> Tensor:
-    """One reverse step x_prev = mu_t(x_t) + sigma_t z (Ho et al. 2020, Algorithm 2, line 4).
+                 *, clip: bool, mean: Mean = "ddpm") -> Tensor:
+    """One reverse step x_prev = mean + sigma_t z (Ho et al. 2020, Algorithm 2, line 4).
 
-    eta = 1 uses the DDPM posterior mean `mu_t`; eta < 1 the DDIM mean (Song et al. eq. 12) with
-    sigma = eta * sqrt(beta_tilde_t), which is deterministic at eta = 0.
+    mean "ddpm": the posterior mean at x0_hat, `mu_t` (the noise-map file's rule), for any sigma;
+    "ddim": the DDIM mean (Song et al. eq. 12), which depends on sigma (deterministic DDIM: sigma = 0).
     """
-    mean = mu_t(x_t, eps, i, steps, clip) if eta == 1.0 else ddim_mean(x_t, eps, i, steps, clip, sigma)
-    return mean + at(sigma, i, x_t) * z
+    if mean not in ("ddpm", "ddim"):
+        raise ValueError(f"mean must be 'ddpm' or 'ddim', got {mean!r}")
+    m = mu_t(x_t, eps, i, steps, clip) if mean == "ddpm" else ddim_mean(x_t, eps, i, steps, clip, sigma)
+    return m + at(sigma, i, x_t) * z
 
 
 def timestep_batch(t: Tensor | int, x: Tensor) -> Tensor:
@@ -99,7 +102,7 @@ def draw_zs(S: int, x_T: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 def reverse_process(eps_model: EpsModel, x_T: Tensor, steps: Steps, sigma: Tensor, zs: Tensor, *, clip: bool = True,
-                    eta: float = 1.0, progress: bool = True) -> Iterator[Tensor]:
+                    mean: Mean = "ddpm", progress: bool = True) -> Iterator[Tensor]:
     """The sampler's trajectory: x after each of the S steps (the last one is x_0), step i adding sigma[i] * zs[i]."""
     if sigma.shape != (steps.S,):
         raise ValueError(f"sigma must have shape ({steps.S},), got {tuple(sigma.shape)}")
@@ -108,13 +111,13 @@ def reverse_process(eps_model: EpsModel, x_T: Tensor, steps: Steps, sigma: Tenso
     x = x_T
     for i in iterate_steps(steps.S, progress, "sampling"):
         eps = eps_model(x, timestep_batch(steps.t[i], x))
-        x = reverse_step(x, eps, zs[i], i, steps, sigma, clip=clip, eta=eta)
+        x = reverse_step(x, eps, zs[i], i, steps, sigma, clip=clip, mean=mean)
         yield x
 
 
 @torch.no_grad()
 def sample(eps_model: EpsModel, x_T: Tensor, steps: Steps, sigma: Tensor, *, zs: Tensor | None = None,
-           generator: torch.Generator | None = None, clip: bool = True, eta: float = 1.0,
+           generator: torch.Generator | None = None, clip: bool = True, mean: Mean = "ddpm",
            progress: bool = True) -> Tensor:
     """The sampler G(x_T, z_1..z_S) -> x_0 (Ho et al. 2020, Algorithm 2, strided).
 
@@ -124,6 +127,6 @@ def sample(eps_model: EpsModel, x_T: Tensor, steps: Steps, sigma: Tensor, *, zs:
     if zs is None:
         zs = draw_zs(steps.S, x_T, generator)
     x = x_T
-    for x in reverse_process(eps_model, x_T, steps, sigma, zs, clip=clip, eta=eta, progress=progress):
+    for x in reverse_process(eps_model, x_T, steps, sigma, zs, clip=clip, mean=mean, progress=progress):
         pass
     return x

@@ -7,7 +7,8 @@ the map at timesteps[0]); None means all maps. Masks are (H, W) tensors in [0, 1
 """
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from .diffusion import EpsModel, sample
 from .noisemap import NoiseMaps, regenerate, resume_point
 
 Fill = Literal["noise", "zeros", "reflect", "wrap"]
-FILLS = ("noise", "zeros", "reflect", "wrap")
+FILLS: tuple[str, ...] = get_args(Fill)
 
 
 def selected(maps: NoiseMaps, t_range: tuple[int, int] | None) -> Tensor:
@@ -165,3 +166,51 @@ def regenerate_switched(eps_src: EpsModel, eps_tgt: EpsModel, maps: NoiseMaps, s
     if k < skip:
         x = sample(eps_src, x, steps[k:skip], sig[k:skip], zs=maps.zs[k:skip], clip=maps.clip_x0, progress=progress)
     return sample(eps_tgt, x, steps[skip:], sig[skip:], zs=maps.zs[skip:], clip=maps.clip_x0, progress=progress)
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """The edits of one `edit.py` run, applied by `apply_spec` in this order: paste or mix with other maps (same
+    timesteps), shift, color, resample. Each is optional; t_range limits all of them (color: COLOR_T_RANGE if None).
+    mask (H, W) in [0, 1] is the region of paste and color; color is the requested per-channel change of the
+    output's mean, in image units (calibrated by `solve_color`)."""
+
+    paste: NoiseMaps | None = None
+    mix: tuple[NoiseMaps, float] | None = None
+    mask: Tensor | None = None
+    shift: tuple[int, int] | None = None
+    fill: Fill = "wrap"
+    color: Tensor | None = None
+    resample: tuple[int, int] | None = None
+    t_range: tuple[int, int] | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.paste is not None and self.mask is None:
+            raise ValueError("paste needs a mask")
+
+
+@torch.no_grad()
+def apply_spec(eps_model: EpsModel, maps: NoiseMaps, spec: EditSpec, *, reuse: NoiseMaps | None = None,
+               progress: bool = False) -> tuple[NoiseMaps, dict]:
+    """(edited maps, notes): the spec's edits in order. notes holds, for a color edit, the unedited regeneration
+    `base` and the calibration's `color_offset` and `color_gain`. reuse: see `noisemap.regenerate`."""
+    g, rng, notes = torch.Generator().manual_seed(spec.seed), spec.t_range, {}
+    mask = None if spec.mask is None else spec.mask.to(maps.zs.device)
+    edited = maps
+    if spec.paste is not None:
+        edited = paste(edited, spec.paste, mask, t_range=rng)
+    if spec.mix is not None:
+        edited = mix(edited, *spec.mix, t_range=rng)
+    if spec.shift is not None:
+        edited = shift(edited, *spec.shift, fill=spec.fill, t_range=rng, generator=g)
+    if spec.color is not None:
+        c_range = rng or COLOR_T_RANGE
+        base = regenerate(eps_model, maps, progress=progress, reuse=reuse)
+        offset, gain = solve_color(eps_model, maps, spec.color, base=base, mask=mask, t_range=c_range,
+                                   progress=progress, reuse=reuse)
+        edited = color(edited, offset, mask=mask, t_range=c_range)
+        notes = {"base": base, "color_offset": offset, "color_gain": gain, "color_t_range": c_range}
+    if spec.resample is not None:
+        edited = resample(edited, spec.resample, g)
+    return edited, notes

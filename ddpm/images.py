@@ -69,6 +69,16 @@ def load_image(path: str | Path, size: int, *, strict: bool = False, crop: float
     return to_unit(arr.float() / 255.0)
 
 
+def load_mask(path: str | Path, H: int, W: int) -> Tensor:
+    """A mask image as an (H, W) float32 tensor of 0 and 1 (white = 1), resized (nearest) to H x W."""
+    try:
+        with Image.open(path) as im:
+            m = im.convert("L").resize((W, H), Image.NEAREST)
+    except OSError as e:
+        raise ImageError(f"{path}: not a readable mask image ({e})")
+    return torch.from_numpy((np.asarray(m) > 127).astype(np.float32))
+
+
 def grid(x: Tensor, nrow: int | None = None, pad: int = 2) -> Tensor:
     """(N, C, H, W) -> (C, H', W') tiled with `pad` pixels of white between tiles, values in [-1, 1]."""
     N, C, H, W = x.shape

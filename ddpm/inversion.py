@@ -131,7 +131,7 @@ def ddim_invert(eps_model: EpsModel, x0: Tensor, steps: Steps, *, progress: bool
     Dhariwal & Nichol 2021, appendix F): from x0, for each step from the lowest timestep up,
     eps = eps_theta(x_lo, t_hi), x_hi = sqrt(alpha_bar_hi) x0_hat(x_lo, eps, alpha_bar_lo) + sqrt(1 - alpha_bar_hi) eps.
     Returns x at timesteps[0]. Approximate: it assumes eps_theta(x_hi, t_hi) = eps_theta(x_lo, t_hi), so the
-    eta = 0 sampler (`sample(..., eta=0, clip=False)` with zero sigmas) brings it back only near x0, exactly
+    eta = 0 sampler (`sample(..., mean="ddim", clip=False)` with zero sigmas) brings it back only near x0, exactly
     only when eps does not depend on x. It has no noise maps and no file format: it is what edit-friendly
     inversion is compared against (paper sec. 5)."""
     x = x0
@@ -147,7 +147,28 @@ def ddim_regenerate(eps_model: EpsModel, x: Tensor, steps: Steps, *, progress: b
     """The deterministic DDIM sampler (eta = 0, no clipping) from x at timesteps[0]: the inverse of `ddim_invert`."""
     sigma = torch.zeros(steps.S, dtype=torch.float64)
     return sample(eps_model, x, steps, sigma, zs=torch.zeros((steps.S, *x.shape), dtype=x.dtype, device=x.device),
-                  clip=False, eta=0.0, progress=progress)
+                  clip=False, mean="ddim", progress=progress)
+
+
+def edit_friendly_stats(steps: Steps) -> dict[str, Tensor]:
+    """Closed-form statistics of edit-friendly maps when eps_theta is exact (x0_hat = x_0), float64 (S,) each.
+
+    With x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) e_i and x_prev = sqrt(alpha_bar_prev) x_0
+    + sqrt(1 - alpha_bar_prev) e_{i+1} drawn independently (paper eq. 6), x_0 cancels from paper eq. 5, since the
+    coefficients of x_0 in mu_tilde_t sum to sqrt(alpha_bar_prev) (Ho et al. eq. 7):
+        z_i = a_i e_{i+1} - b_i e_i,   a_i = sqrt(1 - alpha_bar_prev) / sigma_i,
+                                       b_i = coef_xt_i sqrt(1 - alpha_bar_t) / sigma_i,
+    so Var(z_i) = a_i^2 + b_i^2 (= 1 + 2 alpha_t' (1 - alpha_bar_prev) / beta_t' with sigma^2 = beta_tilde') and
+    consecutive maps share e_{i+1}: corr(z_i, z_{i+1}) = -a_i b_{i+1} / sqrt(Var(z_i) Var(z_{i+1})).
+    The last step's target is x_0 itself, so its map is 0 (var 0, corr NaN)."""
+    sigma = inversion_sigmas(steps)
+    a = (1.0 - steps.alpha_bar_prev).sqrt() / sigma
+    b = steps.coef_xt * (1.0 - steps.alpha_bar_t).sqrt() / sigma
+    var = a ** 2 + b ** 2
+    corr = torch.full_like(var, float("nan"))
+    corr[:-1] = -a[:-1] * b[1:] / (var[:-1] * var[1:]).sqrt()
+    corr[-2] = float("nan")  # the next map is 0
+    return {"mean": torch.zeros_like(var), "var": var, "corr_next": corr}
 
 
 def map_stats(zs: Tensor) -> dict[str, Tensor]:

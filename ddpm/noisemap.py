@@ -73,7 +73,8 @@ class NoiseMaps:
     def validate(self, source: str = "noise maps") -> "NoiseMaps":
         S, N = self.timesteps.numel(), self.x0.shape[0]
         if self.x0.dim() != 4 or self.xT.shape != self.x0.shape:
-            raise NoiseMapError(f"{source}: x0 {tuple(self.x0.shape)} and xT {tuple(self.xT.shape)} must both be [N,C,H,W]")
+            raise NoiseMapError(f"{source}: x0 {tuple(self.x0.shape)} and xT {tuple(self.xT.shape)} must both be "
+                                "[N,C,H,W]")
         if self.zs.shape != (S, *self.x0.shape):
             raise NoiseMapError(f"{source}: zs has shape {tuple(self.zs.shape)}, expected {(S, *self.x0.shape)} "
                                 "([S,N,C,H,W] with S = len(timesteps))")

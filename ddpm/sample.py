@@ -5,6 +5,7 @@
     python -m ddpm.sample --ckpt checkpoints/cifar10-cpu-cond.safetensors --class cat --cfg 3 --n 16 --out cats.png
 """
 import argparse
+from typing import get_args
 
 import torch
 
@@ -28,7 +29,8 @@ def native_maps(model: Model, n: int, S: int, *, spacing: Spacing = "leading", e
     size = model.unet.cfg.image_size
     x_T = torch.randn((n, model.unet.cfg.in_ch, size, size), generator=g, dtype=p.dtype).to(p.device)
     zs = draw_zs(steps.S, x_T, g)
-    x0 = sample(eps_model or model.eps, x_T, steps, sigma, zs=zs, clip=model.clip_x0, eta=eta, progress=progress)
+    x0 = sample(eps_model or model.eps, x_T, steps, sigma, zs=zs, clip=model.clip_x0,
+                mean="ddpm" if eta == 1.0 else "ddim", progress=progress)
     return NoiseMaps(x0=x0.cpu(), xT=x_T.cpu(), zs=zs.cpu(), timesteps=steps.t, alphas_cumprod=model.sched.alpha_bar,
                      sigmas=sigma, clip_x0=model.clip_x0, method="native", model_sha256=model.sha256,
                      extra=dict(extra or {}))
@@ -39,7 +41,7 @@ def main(argv=None):
     add_model_flags(p)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--steps", type=int, default=100, help="strided sampling steps S")
-    p.add_argument("--spacing", choices=["leading", "offset"], default="leading")
+    p.add_argument("--spacing", choices=get_args(Spacing), default="leading")
     p.add_argument("--eta", type=float, default=1.0, help="1: DDPM, 0: deterministic DDIM")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--class", dest="cls", help="class to sample (class-conditional models), e.g. cat")

@@ -95,6 +95,6 @@ def test_sampler_is_a_deterministic_function_of_its_noise(sched):
     c = sample(model, x_T, steps, sigma, zs=zs + 1e-3, progress=False)
     assert (c - a).abs().max() > 1e-6  # negative control: other noise, other image
     s0 = steps.sigma("fixed_small", eta=0.0)
-    d0 = sample(model, x_T, steps, s0, zs=zs, eta=0.0, progress=False)
-    d1 = sample(model, x_T, steps, s0, zs=torch.randn_like(zs), eta=0.0, progress=False)
+    d0 = sample(model, x_T, steps, s0, zs=zs, mean="ddim", progress=False)
+    d1 = sample(model, x_T, steps, s0, zs=torch.randn_like(zs), mean="ddim", progress=False)
     assert torch.equal(d0, d1)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ddpm.schedule import linear_schedule, make_steps, schedule_from_alpha_bar, strided_timesteps
+from ddpm.schedule import make_steps, schedule_from_alpha_bar, strided_timesteps
 
 
 def test_alpha_bar_equals_closed_form_product_float64(sched):
@@ -72,10 +72,25 @@ def test_schedule_round_trips_through_alpha_bar(sched):
     torch.testing.assert_close(schedule_from_alpha_bar(sched.alpha_bar).beta, sched.beta, rtol=0, atol=1e-15)
 
 
-def test_sigma_choices(sched):
-    """fixed_small = sqrt(beta_tilde), fixed_large = sqrt(beta), eta scales (DDIM eq. 16)."""
-    steps = make_steps(sched, strided_timesteps(20))
-    torch.testing.assert_close(steps.sigma("fixed_small"), steps.beta_tilde_t.sqrt())
-    torch.testing.assert_close(steps.sigma("fixed_large"), steps.beta_t.sqrt())
-    torch.testing.assert_close(steps.sigma("fixed_small", eta=0.5), 0.5 * steps.beta_tilde_t.sqrt())
-    assert linear_schedule().T == 1000
+def test_sigma_choices_match_a_closed_form_in_python_floats(sched):
+    """fixed_small = sqrt(beta_tilde') (Ho et al. eq. 7), fixed_large = sqrt(beta'), eta scales (DDIM eq. 16), with
+    the strided beta' = 1 - alpha_bar_t / alpha_bar_prev, against an oracle in plain Python floats (1e-12)."""
+    T, S = 1000, 20
+    beta = [1e-4 + (0.02 - 1e-4) * k / (T - 1) for k in range(T)]
+    alpha_bar, prod = [], 1.0
+    for b in beta:
+        prod *= 1.0 - b
+        alpha_bar.append(prod)
+    ts = [k * (T // S) for k in range(S - 1, -1, -1)]  # 950, 900, ..., 0
+    small, large = [], []
+    for i, t in enumerate(ts):
+        ab_t, ab_prev = alpha_bar[t], (alpha_bar[ts[i + 1]] if i + 1 < S else 1.0)
+        beta_prime = 1.0 - ab_t / ab_prev
+        small.append(((1.0 - ab_prev) / (1.0 - ab_t) * beta_prime) ** 0.5)
+        large.append(beta_prime ** 0.5)
+    small, large = torch.tensor(small, dtype=torch.float64), torch.tensor(large, dtype=torch.float64)
+    steps = make_steps(sched, strided_timesteps(S))
+    torch.testing.assert_close(steps.sigma("fixed_small"), small, rtol=0, atol=1e-12)
+    torch.testing.assert_close(steps.sigma("fixed_large"), large, rtol=0, atol=1e-12)
+    torch.testing.assert_close(steps.sigma("fixed_small", eta=0.5), 0.5 * small, rtol=0, atol=1e-12)
+    assert small[-1] == 0 and large[-1] > 0  # the last step: beta_tilde' = 0, beta' > 0
