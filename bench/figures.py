@@ -1,8 +1,8 @@
 """Draws docs/figures/ from the shipped model and shipped images (python -m bench.figures [--quick]).
 
-1. map_stats.png      variance of z_t and correlation of consecutive maps per timestep: edit-friendly vs
-                      DPM-Encoder vs native DDPM noise (the paper's claim: edit-friendly maps are neither
-                      standard normal nor independent)
+1. map_stats_var.png, map_stats_corr.png   variance of z_t and correlation of consecutive maps per timestep:
+                      edit-friendly vs DPM-Encoder vs native DDPM noise (the paper's claim: edit-friendly maps
+                      are neither standard normal nor independent)
 2. recon_error.png    reconstruction max-abs error vs steps S, float32/float64, exact/batched/zero-last
 3. shift_sweep.png    rows: edit-friendly, DPM-Encoder, native; columns: shift 0, 2, 4, 8 px
    color_sweep.png    rows as above; columns: red offset -0.3 ... +0.3 (edit-friendly calibrated)
