@@ -12,7 +12,7 @@ $(VENV)/.runtime: requirements.txt
 	$(VENV)/bin/pip install -q -r requirements.txt
 	touch $@
 
-$(VENV)/.test: requirements-test.txt $(VENV)/.runtime
+$(VENV)/.test: requirements-test.txt requirements-docs.txt $(VENV)/.runtime
 	$(VENV)/bin/pip install -q -r requirements-test.txt
 	touch $@
 
@@ -28,7 +28,11 @@ test: $(VENV)/.test
 test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not slow" tests
 
-figures: $(VENV)/.runtime
+$(VENV)/.docs: requirements-docs.txt $(VENV)/.runtime
+	$(VENV)/bin/pip install -q -r requirements-docs.txt
+	touch $@
+
+figures: $(VENV)/.docs
 	$(PY) -m bench.figures --ckpt $(CKPT) --out docs/figures
 
 clean:

@@ -1,128 +1,176 @@
-"""Draws docs/figures/ from the shipped model and shipped images (python -m bench.figures [--quick]).
+"""Draws docs/figures/ from the shipped model and shipped images (python -m bench.figures [--quick]), with matplotlib
+(`pip install -r requirements-docs.txt`; `make figures` does it).
 
-1. map_stats_var.png, map_stats_corr.png   variance of z_t and correlation of consecutive maps per timestep:
-                      edit-friendly vs DPM-Encoder vs native DDPM noise (the paper's claim: edit-friendly maps
-                      are neither standard normal nor independent)
-2. recon_error.png    reconstruction max-abs error vs steps S, float32/float64, exact/batched/zero-last
-3. shift_sweep.png    rows: edit-friendly, DPM-Encoder, native; columns: shift 0, 2, 4, 8 px
-   color_sweep.png    rows as above; columns: red offset -0.3 ... +0.3 (edit-friendly calibrated)
+map_stats_var.png    variance of z_t per timestep for edit-friendly, DPM-Encoder and native noise, the closed form
+                     for an exact network (`edit_friendly_stats`), and the variance's growth with S
+map_stats_corr.png   correlation of consecutive maps, measured and closed form
+maps.png             the maps z_t as images at a few t, for the three spaces
+trajectory.png       x_t and x0_hat along the trajectory: independent draws (edit-friendly) vs Markov (DPM-Encoder)
+recon_error.png      reconstruction max-abs error vs S: float32/float64, exact/batched/zero-last
+shift_sweep.png      shifted maps -> images, for the periodic (wrap) and a non-periodic (zeros) fill
+color_sweep.png      calibrated red offsets
 """
 import argparse
-import math
+import textwrap
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
-
-ROOT = Path(__file__).resolve().parents[1]
 
 from ddpm import edits
-from ddpm.images import grid, load_image
-from ddpm.inversion import map_stats
+from ddpm.diffusion import timestep_batch, x0_hat
+from ddpm.images import from_unit, load_image
+from ddpm.inversion import edit_friendly_stats, map_stats
 from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps, regenerate
 from ddpm.sample import native_maps
+from ddpm.schedule import at, make_steps, strided_timesteps
 
-COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-
-
-def line_plot(path, title, series: dict, xlabel, ylabel, log_y=False, size=(640, 400)):
-    """A minimal line chart: series {name: (xs, ys)}; y on a log10 axis if log_y."""
-    W, H, L, R, Tm, B = *size, 70, 170, 30, 45
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    tf = (lambda v: math.log10(max(v, 1e-300))) if log_y else (lambda v: v)
-    pts = [(x, tf(y)) for xs, ys in series.values() for x, y in zip(xs, ys) if math.isfinite(y)]
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    y0, y1 = (y0 - 0.5, y1 + 0.5) if y1 - y0 < 1e-12 else (y0 - 0.05 * (y1 - y0), y1 + 0.05 * (y1 - y0))
-    X = lambda x: L + (x - x0) / max(x1 - x0, 1e-12) * (W - L - R)  # noqa: E731
-    Y = lambda y: H - B - (y - y0) / (y1 - y0) * (H - B - Tm)  # noqa: E731
-    d.rectangle([L, Tm, W - R, H - B], outline="black")
-    for k in range(5):
-        yv, xv = y0 + k * (y1 - y0) / 4, x0 + k * (x1 - x0) / 4
-        d.text((5, Y(yv) - 6), f"1e{yv:.1f}" if log_y else f"{yv:.3g}", fill="black")
-        d.text((X(xv) - 12, H - B + 5), f"{xv:.0f}", fill="black")
-    d.text((L, 8), title, fill="black")
-    d.text(((W - R + L) // 2 - 30, H - 18), xlabel, fill="black")
-    d.text((5, Tm - 14), ylabel, fill="black")
-    for k, (name, (xs, ys)) in enumerate(series.items()):
-        c = COLORS[k % len(COLORS)]
-        p = [(X(x), Y(tf(y))) for x, y in zip(xs, ys) if math.isfinite(y)]
-        if len(p) > 1:
-            d.line(p, fill=c, width=2)
-        for q in p if len(p) < 30 else []:
-            d.ellipse([q[0] - 3, q[1] - 3, q[0] + 3, q[1] + 3], fill=c)
-        d.line([W - R + 10, Tm + 10 + 16 * k, W - R + 30, Tm + 10 + 16 * k], fill=c, width=3)
-    img = img.crop((0, 0, W, H))
-    full = Image.new("RGB", (W, H), "white")
-    full.paste(img)
-    dd = ImageDraw.Draw(full)
-    for k, name in enumerate(series):
-        dd.text((W - R + 34, Tm + 4 + 16 * k), name, fill="black")
-    full.save(path)
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ("edit_friendly", "dpm_encoder", "native")
 
 
-def labelled_grid(path, rows: dict, col_labels):
-    """Rows of image tiles (each (K, 3, h, w) in [-1, 1]) with row and column labels, upscaled 3x."""
-    tiles = torch.cat(list(rows.values()))
-    g = grid(tiles, nrow=len(col_labels))
-    img = Image.fromarray(((g.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
-    img = img.resize((img.width * 3, img.height * 3), Image.NEAREST)
-    canvas = Image.new("RGB", (img.width + 110, img.height + 20), "white")
-    canvas.paste(img, (110, 20))
-    d = ImageDraw.Draw(canvas)
-    step = img.width / len(col_labels)
-    for k, c in enumerate(col_labels):
-        d.text((110 + k * step + 10, 4), c, fill="black")
-    for k, r in enumerate(rows):
-        d.text((4, 20 + (k + 0.5) * img.height / len(rows)), r, fill="black")
-    canvas.save(path)
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu.safetensors"))
-    p.add_argument("--out", default=str(ROOT / "docs" / "figures"))
-    p.add_argument("--quick", action="store_true", help="reduced mode for tests: S=10, 2 images")
-    args = p.parse_args()
+def image_grid(path: Path, rows: dict, col_labels: list[str], caption: str) -> None:
+    """Rows of tiles (each (K, 3, h, w) in [-1, 1]) with row and column labels, nearest-neighbour upscaled."""
+    p = plt()
+    R, K = len(rows), len(col_labels)
+    fig, axes = p.subplots(R, K, figsize=(1.3 * K + 1.2, 1.3 * R + 0.8), squeeze=False)
+    for r, (name, tiles) in enumerate(rows.items()):
+        for k in range(K):
+            ax = axes[r][k]
+            ax.imshow(from_unit(tiles[k].detach().cpu().double()).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col_labels[k], fontsize=9)
+            if k == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.suptitle(textwrap.fill(caption, 18 * K + 14), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    p.close(fig)
+
+
+def stats_figures(out: Path, spaces: dict, sched, S: int, n: int, measured_S: dict) -> None:
+    p = plt()
+    closed = edit_friendly_stats(spaces["edit_friendly"].steps)
+    stats = {k: map_stats(m.zs) for k, m in spaces.items()}
+    t = spaces["edit_friendly"].timesteps.tolist()
+    fig, (a, b) = p.subplots(1, 2, figsize=(11, 4))
+    for k, st in stats.items():
+        a.plot(t[:-1], st["var"][:-1].tolist(), label=f"{k} (measured)")
+    a.plot(t[:-1], closed["var"][:-1].tolist(), "k--", label="edit-friendly, exact network (closed form)")
+    a.axhline(1.0, color="grey", lw=0.8, label="N(0, I): var = 1")
+    a.set(yscale="log", xlabel="timestep t of the step", ylabel="Var(z_t)", title=f"map variance, S = {S}, {n} images")
+    a.invert_xaxis()
+    a.legend(fontsize=8)
+    Sg = [10, 20, 50, 100, 200, 500, 1000]
+    med = [edit_friendly_stats(make_steps(sched, strided_timesteps(s)))["var"][:-1]
+           .median().item() for s in Sg]
+    b.plot(Sg, med, "k--o", label="closed form (exact network)")
+    b.plot(list(measured_S), list(measured_S.values()), "C0o-", label="edit-friendly, shipped model (measured)")
+    b.set(xscale="log", yscale="log", xlabel="number of steps S", ylabel="median Var(z_t) over steps",
+          title="the variance grows about in proportion to S")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "map_stats_var.png", dpi=110)
+    p.close(fig)
+
+    fig, a = p.subplots(figsize=(6.5, 4))
+    for k, st in stats.items():
+        a.plot(t[:-2], st["corr_next"][:-2].tolist(), label=f"{k} (measured)")
+    a.plot(t[:-2], closed["corr_next"][:-2].tolist(), "k--", label="edit-friendly, exact network (closed form)")
+    a.axhline(0.0, color="grey", lw=0.8, label="independent maps: 0")
+    a.set(xlabel="timestep t of the step", ylabel="corr(z_t, next z)", ylim=(-1, 1),
+          title=f"correlation of consecutive maps, S = {S}")
+    a.invert_xaxis()
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "map_stats_corr.png", dpi=110)
+    p.close(fig)
+    for k, st in stats.items():
+        print(f"{k}: var median {st['var'][:-1].median():.2f}, corr median {st['corr_next'][:-2].median():.3f}")
+    print(f"closed form: var median {closed['var'][:-1].median():.2f}, corr median {closed['corr_next'][:-2].median():.3f}")
+
+
+def trajectory_figure(out: Path, model, x0: torch.Tensor, S: int) -> None:
+    """x_t of the drawn trajectory and the network's x0_hat from it, at a few steps, for both draws."""
+    from ddpm.inversion import draw_trajectory
+
+    steps = make_steps(model.sched, strided_timesteps(S, model.sched.T))
+    picks = [0, S // 4, S // 2, 3 * S // 4, S - 1]
+    rows = {}
+    for method in ("edit_friendly", "dpm_encoder"):
+        xs = draw_trajectory(x0[:1], steps, model.sched, method, torch.Generator().manual_seed(0))
+        x_t = torch.cat([xs[i] for i in picks])
+        eps = torch.cat([model.eps(xs[i], timestep_batch(steps.t[i], xs[i])) for i in picks])
+        ab = torch.cat([at(steps.alpha_bar_t, i, xs[i]) for i in picks])
+        rows[f"{method}: x_t"] = x_t
+        rows[f"{method}: x0_hat"] = x0_hat(x_t, eps, ab, clip=True)
+    image_grid(out / "trajectory.png", rows, [f"t = {steps.t[i].item()}" for i in picks],
+               "x_t drawn independently (edit-friendly) or as a Markov chain (DPM-Encoder), and the network's x0_hat")
+
+
+def recon_figure(out: Path, model, x0: torch.Tensor, quick: bool) -> None:
+    p = plt()
+    fig, a = p.subplots(figsize=(6.5, 4))
+    for dtype, style in ((torch.float32, "-o"), (torch.float64, "--s")):
+        # float64 convolutions are ~10x slower on a CPU: S <= 100 keeps the script within minutes
+        Ss = [10, 20] if quick else [10, 50, 100, 500] if dtype == torch.float32 else [10, 50, 100]
+        model.to("cpu", dtype)
+        for label, kw in (("exact", {}), ("batched", {"mode": "batched", "chunk": 10}), ("zero-last", {"last": "zero"})):
+            errs = [(invert_to_maps(model, x0[:1].to(dtype), S=s, progress=False, **kw)[1] - x0[:1].to(dtype))
+                    .abs().max().item() for s in Ss]
+            a.plot(Ss, [max(e, 1e-20) for e in errs], style, label=f"{label}, {str(dtype)[6:]}")
+            print(f"recon error {label} {dtype}: " + ", ".join(f"S={s}: {e:.1e}" for s, e in zip(Ss, errs)))
+    model.to("cpu", torch.float32)
+    a.axhline(1e-4, color="grey", lw=0.8, label="float32 bound (8-bit identical)")
+    a.set(xscale="log", yscale="log", xlabel="steps S", ylabel="max-abs error, [-1, 1] units", ylim=(1e-20, 1),
+          title="reconstruction error of one real image")
+    a.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "recon_error.png", dpi=110)
+    p.close(fig)
+
+
+def main(argv=None):
+    pa = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pa.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu.safetensors"))
+    pa.add_argument("--out", default=str(ROOT / "docs" / "figures"))
+    pa.add_argument("--quick", action="store_true", help="reduced mode for tests: S=10, 2 images")
+    args = pa.parse_args(argv)
     torch.set_grad_enabled(False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     S, n = (10, 2) if args.quick else (100, 4)
     model = load_model(args.ckpt)
     x0 = torch.stack([load_image(f, 32) for f in sorted((ROOT / "assets" / "cifar10").glob("*.jpg"))[:n]])
-    spaces = {m: invert_to_maps(model, x0, S=S, method=m, progress=False)[0] for m in ("edit_friendly", "dpm_encoder")}
+    spaces = {m: invert_to_maps(model, x0, S=S, method=m, progress=False)[0] for m in SPACES[:2]}
     spaces["native"] = native_maps(model, n, S, seed=1)
+    measured_S = {s: map_stats(invert_to_maps(model, x0, S=s, progress=False)[0].zs)["var"][:-1].median().item()
+                  for s in ([5, 10] if args.quick else [10, 20, 50, 100])}
+    stats_figures(out, spaces, model.sched, S, n, measured_S)
 
-    stats = {k: map_stats(m.zs[:-1]) for k, m in spaces.items()}  # the last map absorbs the residual: excluded
-    ts = {k: m.timesteps[:-1].tolist() for k, m in spaces.items()}
-    line_plot(out / "map_stats_var.png", f"variance of z_t per timestep (S={S}, {n} real images)",
-              {k: (ts[k], st["var"].tolist()) for k, st in stats.items()}, "timestep t", "var(z_t)", log_y=True)
-    line_plot(out / "map_stats_corr.png", "correlation of consecutive maps corr(z_t, z_t-1)",
-              {k: (ts[k][:-1], st["corr_next"][:-1].tolist()) for k, st in stats.items()}, "timestep t", "corr")
-    for k, st in stats.items():
-        print(f"{k}: var(z_t) median {st['var'].median():.3f} [min {st['var'].min():.3f}, max {st['var'].max():.3f}], "
-              f"corr(z_t, z_t-1) median {st['corr_next'][:-1].median():.3f}")
-
-    series = {}
-    for dtype in (torch.float32, torch.float64):
-        # float64 convolutions are ~10x slower on a CPU: S <= 100 keeps the script within 10 minutes
-        Ss = [10, 20] if args.quick else [10, 50, 100, 500] if dtype == torch.float32 else [10, 50, 100]
-        model.to("cpu", dtype)
-        for label, kw in (("exact", {}), ("batched", {"mode": "batched", "chunk": 10}), ("zero-last", {"last": "zero"})):
-            errs = [(invert_to_maps(model, x0[:1].to(dtype), S=s, progress=False, **kw)[1] - x0[:1].to(dtype))
-                    .abs().max().item() for s in Ss]
-            series[f"{label} {str(dtype)[6:]}"] = (Ss, [max(e, 1e-20) for e in errs])
-            print(f"recon error {label} {dtype}: " + ", ".join(f"S={s}: {e:.1e}" for s, e in zip(Ss, errs)))
-    model.to("cpu", torch.float32)
-    line_plot(out / "recon_error.png", "reconstruction max-abs error vs steps", series, "steps S", "max-abs error",
-              log_y=True)
+    picks = [0, S // 2, S - 2, S - 1]
+    image_grid(out / "maps.png", {k: torch.cat([m.zs[i][:1] for i in picks]) / 3 for k, m in spaces.items()},
+               [f"z at t = {spaces['native'].timesteps[i].item()}" for i in picks],
+               f"maps of one image (divided by 3; grey = 0), S = {S}; the last column is the step into x_0")
+    trajectory_figure(out, model, x0, S)
+    recon_figure(out, model, x0, args.quick)
 
     shifts = [0, 2, 4, 8]
-    rows = {k: torch.stack([regenerate(model.eps, edits.shift(m, d, 0), progress=False)[0] for d in shifts])
-            for k, m in spaces.items()}
-    labelled_grid(out / "shift_sweep.png", rows, [f"shift {d}px" for d in shifts])
+    rows = {f"{k}, {fill}": torch.stack([regenerate(model.eps, edits.shift(m, d, 0, fill=fill), progress=False)[0]
+                                         for d in shifts]) for fill in ("wrap", "zeros") for k, m in spaces.items()}
+    image_grid(out / "shift_sweep.png", rows, [f"shift {d} px" for d in shifts],
+               f"all maps shifted right, S = {S}: with the periodic wrap fill every space follows; with zeros, "
+               "edit-friendly keeps the image")
     reds = [-0.3, -0.15, 0.0, 0.15, 0.3]
     maps = spaces["edit_friendly"]
     base = regenerate(model.eps, maps, progress=False)
@@ -130,8 +178,9 @@ def main():
     rows = {k: torch.stack([regenerate(model.eps, edits.color(m, torch.tensor([r / gain[0].item(), 0, 0]),
                                                               t_range=edits.COLOR_T_RANGE), progress=False)[0]
                             for r in reds]) for k, m in spaces.items()}
-    labelled_grid(out / "color_sweep.png", rows, [f"red {r:+.2f}" for r in reds])
-    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.png')))} to {out}")
+    image_grid(out / "color_sweep.png", rows, [f"red {r:+.2f}" for r in reds],
+               "a constant red offset in the maps of t <= 200, calibrated on edit-friendly maps")
+    print(f"wrote {', '.join(sorted(q.name for q in out.glob('*.png')))} to {out}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ def test_figure_script_regenerates_every_figure_in_reduced_mode(tmp_path, tiny_c
                         "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     names = {p.name for p in tmp_path.glob("*.png")}
-    assert names == {"map_stats_var.png", "map_stats_corr.png", "recon_error.png", "shift_sweep.png", "color_sweep.png"}
+    assert names == {"map_stats_var.png", "map_stats_corr.png", "maps.png", "trajectory.png", "recon_error.png",
+                     "shift_sweep.png", "color_sweep.png"}
 
 
 def test_the_walkthrough_runs_and_reconstructs_exactly(tmp_path, capsys):
