@@ -30,7 +30,7 @@ PREFIX = [(r"^(down|up)\.(\d+)\.res\.", r"\1_blocks.\2.resnets."), (r"^(down|up)
 LEGACY = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
 
 # UNet2DModel settings this architecture implies: (key, diffusers default, required value)
-REQUIRED = [("act_fn", "silu", "silu"), ("norm_num_groups", 32, 32), ("norm_eps", 1e-5, 1e-6),
+REQUIRED = [("act_fn", "silu", "silu"), ("norm_eps", 1e-5, 1e-6),
             ("time_embedding_type", "positional", "positional"), ("flip_sin_to_cos", True, False),
             ("freq_shift", 0, 1), ("downsample_padding", 1, 0), ("center_input_sample", False, False),
             ("mid_block_scale_factor", 1, 1), ("resnet_time_scale_shift", "default", "default"),
@@ -76,7 +76,8 @@ def config_from_diffusers(c: dict, source: str) -> UNetConfig:
     return UNetConfig(image_size=int(size), in_ch=c.get("in_channels", 3), ch=ch, ch_mult=tuple(b // ch for b in boc),
                       num_res_blocks=c.get("layers_per_block", 2),
                       attn_resolutions=tuple(size // 2 ** i for i, d in enumerate(down) if kinds[d]),
-                      dropout=c.get("dropout", 0.0), num_classes=max(n_cls - 1, 0))
+                      dropout=c.get("dropout", 0.0), num_classes=max(n_cls - 1, 0),
+                      num_groups=c.get("norm_num_groups", 32))
 
 
 def config_to_diffusers(cfg: UNetConfig) -> dict:
@@ -88,7 +89,7 @@ def config_to_diffusers(cfg: UNetConfig) -> dict:
          "layers_per_block": cfg.num_res_blocks, "down_block_types": down,
          "up_block_types": [("AttnUpBlock2D" if d.startswith("Attn") else "UpBlock2D") for d in reversed(down)],
          "attention_head_dim": None, "dropout": cfg.dropout,
-         "num_class_embeds": cfg.num_classes + 1 if cfg.num_classes else None}
+         "num_class_embeds": cfg.num_classes + 1 if cfg.num_classes else None, "norm_num_groups": cfg.num_groups}
     c.update({k: want for k, _, want in REQUIRED})
     return c
 

@@ -29,6 +29,10 @@ class UNetConfig:
     attn_resolutions: tuple[int, ...] = (16,)
     dropout: float = 0.1
     num_classes: int = 0  # > 0: class-conditional, with a learned null class at index num_classes
+    # GroupNorm groups. Ho et al. use 32 at 128 channels (4 per group). With 32 channels, 32 groups normalise each
+    # channel on its own and erase its spatial mean, so the network cannot pass the image mean through; at high t
+    # x0_hat then amplifies that missing mean by 1/sqrt(alpha_bar_t) into saturated colours. Keep >= 2 per group.
+    num_groups: int = 32
 
     def __post_init__(self):
         # lists from JSON/safetensors metadata become tuples, so configs compare equal
@@ -36,8 +40,8 @@ class UNetConfig:
         object.__setattr__(self, "attn_resolutions", tuple(self.attn_resolutions))
         if self.image_size % 2 ** (len(self.ch_mult) - 1):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}")
-        if self.ch % 32 or any(self.ch * m % 32 for m in self.ch_mult):
-            raise ValueError("every channel count must be a multiple of 32 (GroupNorm(32))")
+        if self.ch % self.num_groups or any(self.ch * m % self.num_groups for m in self.ch_mult):
+            raise ValueError(f"every channel count must be a multiple of num_groups = {self.num_groups} (GroupNorm)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,8 +51,10 @@ PRESETS: dict[str, UNetConfig] = {
     "cifar10": UNetConfig(),  # 35.75M parameters, = google/ddpm-cifar10-32
     "celeba64": UNetConfig(image_size=64, ch_mult=(1, 2, 2, 2, 4)),
     "celebahq256": UNetConfig(image_size=256, ch_mult=(1, 1, 2, 2, 4, 4), dropout=0.0),  # 113.67M, = google/ddpm-celebahq-256
-    "cifar10-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0),  # 3.0M, trains on a CPU
-    "celeba32-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0),  # = cifar10-cpu, for faces
+    # 3.0M, trains on a CPU; 8 groups = 4 channels per group as in Ho et al. (the shipped cifar10-cpu*.safetensors,
+    # trained before that fix, record num_groups = 32 in their own config)
+    "cifar10-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0, num_groups=8),
+    "celeba32-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0, num_groups=8),  # for faces
     "tiny": UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), dropout=0.0),
     "cifar10-cond": UNetConfig(num_classes=10),
 }
@@ -64,18 +70,18 @@ def timestep_embedding(t: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
     return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1)
 
 
-def norm(ch: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, ch, eps=1e-6)
+def norm(ch: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, ch, eps=1e-6)
 
 
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, + Dense(SiLU(temb)), GroupNorm-SiLU-dropout-conv, + (1x1-projected) input."""
 
-    def __init__(self, in_ch: int, out_ch: int, temb_ch: int, dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, temb_ch: int, dropout: float, groups: int):
         super().__init__()
-        self.norm1, self.conv1 = norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm1, self.conv1 = norm(in_ch, groups), nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.temb_proj = nn.Linear(temb_ch, out_ch)
-        self.norm2, self.dropout = norm(out_ch), nn.Dropout(dropout)
+        self.norm2, self.dropout = norm(out_ch, groups), nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
@@ -89,9 +95,9 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Single-head self-attention over all pixels (Ho et al. 2020, appendix B), with a residual."""
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, groups: int):
         super().__init__()
-        self.norm = norm(ch)
+        self.norm = norm(ch, groups)
         self.q, self.k, self.v, self.proj_out = (nn.Linear(ch, ch) for _ in range(4))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -130,7 +136,7 @@ class Level(nn.Module):
     def __init__(self, res: list[ResBlock], attn: bool, resample: nn.Module | None):
         super().__init__()
         self.res = nn.ModuleList(res)
-        self.attn = nn.ModuleList(Attention(r.conv2.out_channels) for r in res) if attn else None
+        self.attn = nn.ModuleList(Attention(r.conv2.out_channels, r.norm2.num_groups) for r in res) if attn else None
         self.resample = resample
 
 
@@ -140,7 +146,7 @@ class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg = cfg
-        ch, temb_ch, L = cfg.ch, 4 * cfg.ch, len(cfg.ch_mult)
+        ch, temb_ch, L, G = cfg.ch, 4 * cfg.ch, len(cfg.ch_mult), cfg.num_groups
         self.temb = nn.Sequential(nn.Linear(ch, temb_ch), nn.SiLU(), nn.Linear(temb_ch, temb_ch))
         self.class_emb = nn.Embedding(cfg.num_classes + 1, temb_ch) if cfg.num_classes else None
         self.conv_in = nn.Conv2d(cfg.in_ch, ch, 3, padding=1)
@@ -150,7 +156,7 @@ class UNet(nn.Module):
         for lvl, mult in enumerate(cfg.ch_mult):
             blocks = []
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResBlock(h_ch, ch * mult, temb_ch, cfg.dropout))
+                blocks.append(ResBlock(h_ch, ch * mult, temb_ch, cfg.dropout, G))
                 h_ch = ch * mult
                 skips.append(h_ch)
             last = lvl == L - 1
@@ -159,21 +165,21 @@ class UNet(nn.Module):
                 skips.append(h_ch)
                 res //= 2
 
-        self.mid = nn.ModuleList([ResBlock(h_ch, h_ch, temb_ch, cfg.dropout), Attention(h_ch),
-                                  ResBlock(h_ch, h_ch, temb_ch, cfg.dropout)])
+        self.mid = nn.ModuleList([ResBlock(h_ch, h_ch, temb_ch, cfg.dropout, G), Attention(h_ch, G),
+                                  ResBlock(h_ch, h_ch, temb_ch, cfg.dropout, G)])
 
         self.up = nn.ModuleList()
         for lvl, mult in reversed(list(enumerate(cfg.ch_mult))):
             blocks = []
             for _ in range(cfg.num_res_blocks + 1):
-                blocks.append(ResBlock(h_ch + skips.pop(), ch * mult, temb_ch, cfg.dropout))
+                blocks.append(ResBlock(h_ch + skips.pop(), ch * mult, temb_ch, cfg.dropout, G))
                 h_ch = ch * mult
             self.up.append(Level(blocks, res in cfg.attn_resolutions, Upsample(h_ch) if lvl else None))
             if lvl:
                 res *= 2
         assert not skips
 
-        self.norm_out = norm(h_ch)
+        self.norm_out = norm(h_ch, G)
         self.conv_out = nn.Conv2d(h_ch, cfg.in_ch, 3, padding=1)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:

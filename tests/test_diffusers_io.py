@@ -24,7 +24,8 @@ diffusers = pytest.importorskip("diffusers")
 
 # The 256x256 CelebA-HQ layout (6 levels, ch_mult 1,1,2,2,4,4, attention at 16) at a quarter of its width: the same
 # blocks and key map as google/ddpm-celebahq-256, at 1/16 of the cost.
-CONFIGS = {**PRESETS, "celebahq256-narrow": replace(PRESETS["celebahq256"], ch=32)}
+CONFIGS = {**PRESETS, "celebahq256-narrow": replace(PRESETS["celebahq256"], ch=32),
+           "tiny-8-groups": replace(PRESETS["tiny"], num_groups=8)}
 
 
 def diffusers_folder(tmp_path, preset: str, seed: int = 0):
@@ -38,7 +39,7 @@ def diffusers_folder(tmp_path, preset: str, seed: int = 0):
     return tmp_path / "pipe", unet
 
 
-@pytest.mark.parametrize("preset", ["tiny", "cifar10", "celebahq256-narrow"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-8-groups", "cifar10", "celebahq256-narrow"])
 def test_eps_matches_diffusers_unet2dmodel(tmp_path, preset):
     """Same random weights, inputs and timesteps: our eps equals UNet2DModel's to 1e-5 (float32)."""
     folder, ref = diffusers_folder(tmp_path, preset)

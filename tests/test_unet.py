@@ -53,5 +53,5 @@ def test_channels_last_and_bf16_autocast_run():
 def test_bad_configs_are_refused():
     with pytest.raises(ValueError, match="divisible"):
         UNetConfig(image_size=30)
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ValueError, match="multiple of num_groups = 32"):
         UNetConfig(ch=48)
