@@ -7,6 +7,7 @@ test images with the CIFAR-10 model, four held-out CelebA faces with the face mo
 import argparse
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,7 +41,10 @@ def rows(ckpt: str, images: list[Path], out: Path, args) -> list[torch.Tensor]:
     pad = torch.ones(3, size, 2)
     result = []
     for k, f in enumerate(images):
-        tiles = [load_image(f, size, crop=model.crop)] + [load_image(out / f"{name}_{k}.png", size)
+        with warnings.catch_warnings():  # the originals are framed like the training data, as invert.py framed them
+            warnings.simplefilter("ignore")
+            original = load_image(f, size, crop=model.crop)
+        tiles = [original] + [load_image(out / f"{name}_{k}.png", size)
                                                           for name in ("reconstruction", "shifted", "recolored")]
         result.append(torch.cat([torch.cat([t, pad], 2) for t in tiles], 2))
     return result
