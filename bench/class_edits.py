@@ -81,7 +81,7 @@ def dominated(p, others) -> bool:
     return any(o[0] >= p[0] and o[1] >= p[1] and (o[0] > p[0] or o[1] > p[1]) for o in others)
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"))
     p.add_argument("--classifier", default=str(classifier.DEFAULT))
@@ -96,7 +96,7 @@ def main():
     p.add_argument("--panel-cfg", type=float, default=3.0)
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
     p.add_argument("--threads", type=int, default=0)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.set_grad_enabled(False)

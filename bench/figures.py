@@ -18,6 +18,7 @@ import torch
 
 from ddpm import edits
 from ddpm.diffusion import timestep_batch, x0_hat
+from ddpm.files import atomic_write
 from ddpm.images import from_unit, load_image
 from ddpm.inversion import edit_friendly_stats, map_stats
 from ddpm.models import load_model
@@ -38,6 +39,12 @@ def plt():
     return pyplot
 
 
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG, atomically (ddpm.files.atomic_write), and close it."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt().close(fig)
+
+
 def image_grid(path: Path, rows: dict, col_labels: list[str], caption: str) -> None:
     """Rows of tiles (each (K, 3, h, w) in [-1, 1]) with row and column labels, nearest-neighbour upscaled."""
     p = plt()
@@ -54,8 +61,7 @@ def image_grid(path: Path, rows: dict, col_labels: list[str], caption: str) -> N
                 ax.set_ylabel(name, fontsize=9)
     fig.suptitle(textwrap.fill(caption, 18 * K + 14), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    p.close(fig)
+    save_figure(fig, path)
 
 
 def stats_figures(out: Path, spaces: dict, sched, S: int, n: int, measured_S: dict) -> None:
@@ -80,8 +86,7 @@ def stats_figures(out: Path, spaces: dict, sched, S: int, n: int, measured_S: di
           title="the variance grows about in proportion to S")
     b.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "map_stats_var.png", dpi=110)
-    p.close(fig)
+    save_figure(fig, out / "map_stats_var.png")
 
     fig, a = p.subplots(figsize=(6.5, 4))
     for k, st in stats.items():
@@ -93,8 +98,7 @@ def stats_figures(out: Path, spaces: dict, sched, S: int, n: int, measured_S: di
     a.invert_xaxis()
     a.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "map_stats_corr.png", dpi=110)
-    p.close(fig)
+    save_figure(fig, out / "map_stats_corr.png")
     for k, st in stats.items():
         print(f"{k}: var median {st['var'][:-1].median():.2f}, corr median {st['corr_next'][:-2].median():.3f}")
     print(f"closed form: var median {closed['var'][:-1].median():.2f}, corr median {closed['corr_next'][:-2].median():.3f}")
@@ -136,8 +140,7 @@ def recon_figure(out: Path, model, x0: torch.Tensor, quick: bool) -> None:
           title="reconstruction error of one real image (an error of exactly 0 is drawn at 1e-20)")
     a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    fig.savefig(out / "recon_error.png", dpi=110)
-    p.close(fig)
+    save_figure(fig, out / "recon_error.png")
 
 
 def main(argv=None):

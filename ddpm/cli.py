@@ -28,10 +28,11 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, type=type(default), default=default, help=help)
 
 
-def main_guard(main: Callable[[], None]) -> None:
-    """Run main(); a user error prints one line `error: ...` and exits 2 (DDPM_TRACEBACK=1 shows the traceback)."""
+def main_guard(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
+    """Run main(argv) (None: sys.argv); a user error prints one line `error: ...` and exits 2 (DDPM_TRACEBACK=1 shows
+    the traceback)."""
     try:
-        main()
+        main(argv)
     except USER_ERRORS as e:
         if os.environ.get("DDPM_TRACEBACK"):
             raise

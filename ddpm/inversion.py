@@ -2,13 +2,13 @@
 and the DPM-Encoder of CycleDiffusion (Wu & De la Torre, ICCV 2023, sec. 3.1).
 
 Both draw a trajectory x_{t_0}, ..., x_{t_{S-1}}, x_0 without the network, then solve each reverse step
-for its noise (paper eq. 5):  z_t = (x_{t-1} - mu_t(x_t)) / sigma_t.
+for its noise (EF Algorithm 1):  z_t = (x_{t-1} - mu_t(x_t)) / sigma_t.
 
-- edit_friendly: every x_t drawn independently from q(x_t | x_0) (paper eq. 6, "auxiliary sequence").
+- edit_friendly: every x_t drawn independently from q(x_t | x_0) (EF sec. 3, Algorithm 1: the "auxiliary sequence").
 - dpm_encoder:   x_T ~ q(x_T | x_0), then x_{t-1} ~ q(x_{t-1} | x_t, x_0), the posterior (a Markov chain).
 
 Exactness. The last step (to x_0) gets a positive sigma, sqrt(beta_t') (`fixed_large`), so z_1 absorbs the
-residual x_0 - mu_1 and the reconstruction is exact; `last="zero"` reproduces the official code, which
+residual x_0 - mu_1 and the reconstruction is exact; `last="zero"` follows the official code, which
 sets z_1 = 0 and leaves that residual. Floating-point rounding matters too: the sampler recomputes
 mu_t(x_t) with its own network calls, so in `exact` mode the inversion makes the very calls the sampler
 will make (same tensors, same batch layout) and replaces each x_{t-1} by the value the sampler will
@@ -47,7 +47,7 @@ def draw_trajectory(x0: Tensor, steps: Steps, sched: Schedule, method: Method,
                     generator: torch.Generator) -> Tensor:
     """The targets xs (S+1, N, C, H, W): xs[i] at timestep t[i], xs[S] = x0. Noise drawn on the CPU from `generator`.
 
-    edit_friendly: xs[i] = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps_i, eps_i independent (paper eq. 6).
+    edit_friendly: xs[i] = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps_i, eps_i independent (EF Algorithm 1).
     dpm_encoder: xs[0] from q(x_T | x_0); xs[i+1] = mu_tilde(x0, xs[i]) + sqrt(beta_tilde) n_i (Ho et al. eq. 7).
     """
     S = steps.S
@@ -67,7 +67,7 @@ def draw_trajectory(x0: Tensor, steps: Steps, sched: Schedule, method: Method,
 
 
 def solve_z(target: Tensor, mu: Tensor, sigma: Tensor) -> Tensor:
-    """z_t = (x_{t-1} - mu_t) / sigma_t (paper eq. 5); z = 0 where sigma_t = 0. sigma broadcast to mu."""
+    """z_t = (x_{t-1} - mu_t) / sigma_t (EF Algorithm 1); z = 0 where sigma_t = 0. sigma broadcast to mu."""
     return torch.where(sigma > 0, (target - mu) / torch.where(sigma > 0, sigma, 1.0), 0.0)
 
 
@@ -154,7 +154,7 @@ def edit_friendly_stats(steps: Steps) -> dict[str, Tensor]:
     """Closed-form statistics of edit-friendly maps when eps_theta is exact (x0_hat = x_0), float64 (S,) each.
 
     With x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) e_i and x_prev = sqrt(alpha_bar_prev) x_0
-    + sqrt(1 - alpha_bar_prev) e_{i+1} drawn independently (paper eq. 6), x_0 cancels from paper eq. 5, since the
+    + sqrt(1 - alpha_bar_prev) e_{i+1} drawn independently (EF Algorithm 1), x_0 cancels from the solve for z, since the
     coefficients of x_0 in mu_tilde_t sum to sqrt(alpha_bar_prev) (Ho et al. eq. 7):
         z_i = a_i e_{i+1} - b_i e_i,   a_i = sqrt(1 - alpha_bar_prev) / sigma_i,
                                        b_i = coef_xt_i sqrt(1 - alpha_bar_t) / sigma_i,

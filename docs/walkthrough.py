@@ -15,21 +15,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a file from anywhere: `python docs/walkthrough.py`
 
 from ddpm import edits  # noqa: E402
-from ddpm.diffusion import mu_t, q_sample, reverse_step, timestep_batch, x0_hat  # noqa: E402
+from ddpm.diffusion import q_sample, reverse_step, timestep_batch, x0_hat  # noqa: E402
 from ddpm.images import load_image, save_png  # noqa: E402
 from ddpm.inversion import edit_friendly_stats, invert, map_stats  # noqa: E402
 from ddpm.models import load_model  # noqa: E402
 from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
 from ddpm.schedule import at, make_steps, strided_timesteps  # noqa: E402
+from bench.figures import image_grid  # noqa: E402
 
 
 def heading(text: str) -> None:
     print(f"\n== {text} ==")
 
 
-def upscale(x: torch.Tensor, k: int = 4) -> torch.Tensor:
-    """32x32 images are too small to see: nearest-neighbour x k."""
-    return torch.nn.functional.interpolate(x, scale_factor=k, mode="nearest")
+def picture(path: Path, tiles: torch.Tensor, labels: list[str], caption: str) -> None:
+    """One labelled row of images (K, 3, H, W) in [-1, 1], drawn with matplotlib (requirements-docs.txt); without
+    it, the same row as a plain PNG grid, upscaled 4x (nearest) so 32x32 images can be seen."""
+    try:
+        image_grid(path, {"": tiles}, labels, caption)
+    except ImportError:
+        save_png(path, torch.nn.functional.interpolate(tiles, scale_factor=4, mode="nearest"), nrow=len(tiles))
 
 
 @torch.no_grad()
@@ -53,7 +58,8 @@ def main(argv=None):
     for t, ab in zip(ts.tolist(), sched.alpha_bar[ts].tolist()):
         print(f"t = {t:3d}: alpha_bar_t = {ab:.4f}, signal sqrt(alpha_bar) = {ab ** 0.5:.3f}, "
               f"noise sqrt(1 - alpha_bar) = {(1 - ab) ** 0.5:.3f}")
-    save_png(out / "1_forward.png", upscale(x_t), nrow=len(ts))
+    picture(out / "1_forward.png", x_t, [f"t = {t}" for t in ts.tolist()],
+            "Forward process q(x_t | x_0): the image drowns in noise as t grows")
     print("1_forward.png: x_t at those t, left to right")
 
     heading("2. One reverse step by hand vs the library (math.md: Reverse step, Strided sampling)")
@@ -75,7 +81,7 @@ def main(argv=None):
     print(f"library x0_hat equals the hand-written one: "
           f"{torch.allclose(x0_hat(x, e, at(steps.alpha_bar_t, i, x), clip=True), x0_pred, atol=1e-6)}")
 
-    heading("3. Inversion: independent x_t, solve each step for z_t, EF eqs. 5-6 (math.md: The edit-friendly space)")
+    heading("3. Inversion: independent x_t, solve each step for z_t, EF Algorithm 1 (math.md: The edit-friendly space)")
     inv = invert(model.eps, x0, steps, sched, generator=torch.Generator().manual_seed(0), progress=False)
     stats, closed = map_stats(inv.zs), edit_friendly_stats(steps)
     for k in (0, args.steps // 4, args.steps // 2, args.steps - 2):
@@ -84,10 +90,12 @@ def main(argv=None):
               f"{stats['corr_next'][k].item():+.2f} measured, {closed['corr_next'][k].item():+.2f} exact")
     print(f"last map (into x_0): {inv.zs[-1].abs().max().item():.3f} max-abs = residual x_0 - x0_hat divided by "
           f"sigma = {inv.sigma[-1].item():.4f}")
-    maps_img = inv.zs[[0, args.steps // 2, args.steps - 2], 0] / 4  # (3, C, H, W), scaled to be visible
-    save_png(out / "3_maps.png", upscale(maps_img), nrow=3)
-    print("3_maps.png: the maps of the first, the middle and the second-to-last step (/ 4); the last one shows the "
-          "image's edges, the network's error at low t")
+    ks = [0, args.steps // 2, args.steps - 2]
+    picture(out / "3_maps.png", inv.zs[ks, 0] / 4, [f"z, t = {steps.t[k].item()}" for k in ks],  # (3, C, H, W) / 4
+            "Edit-friendly maps z_t, divided by 4 to fit [-1, 1]: noise-like at high t; at low t the network's "
+            "error takes over (larger variance, saturated here)")
+    print("3_maps.png: the maps of the first, the middle and the second-to-last step (/ 4); the last one carries "
+          "the network's error at low t, which is larger than the closed form's noise")
 
     heading("4. Exact reconstruction (math.md: Why the reconstruction is exact)")
     err = (inv.x0_rec - x0).abs().max().item()
@@ -106,7 +114,8 @@ def main(argv=None):
     red = regenerate(model.eps, edits.color(maps, offset, t_range=edits.COLOR_T_RANGE), progress=False, reuse=maps)
     print(f"color: map offset {offset[0].item():.4f} for +0.3 red (gain {gain[0].item():.2f}); measured mean change "
           f"{edits.mean_change(red, base, None).tolist()}")
-    save_png(out / "5_edits.png", upscale(torch.cat([x0, base, shifted, red])), nrow=4)
+    picture(out / "5_edits.png", torch.cat([x0, base, shifted, red]),
+            ["original", "reconstruction", "shift 6 px", "+0.3 red"], "Edits applied to the noise maps")
     print("5_edits.png: original | reconstruction | maps shifted 6 px (wrap) | +0.3 red")
     print(f"\nwrote {', '.join(sorted(f.name for f in out.glob('*.png')))} in {out}")
 

@@ -1,4 +1,12 @@
-"""Shared fixtures: seeded tiny models, the real shipped images, and a small slice of ../shared/data."""
+"""Shared fixtures: seeded tiny models, the real shipped images, a small slice of ../shared/data, and `cli`, which
+runs a command line in this process."""
+import contextlib
+import importlib
+import io
+import signal
+import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -44,3 +52,36 @@ def tiny_ckpt(tmp_path) -> Path:
 
 def tiny_model(dtype=torch.float32) -> Model:
     return Model(seeded_unet("tiny", dtype=dtype), linear_schedule(), sha256="test")
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(command: str, *args) -> Run:
+    """`command` (a script's module name, `invert`, `edit`, `train`, or `ddpm.sample`, `ddpm.verify`, `bench.figures`,
+    ...) run in this process through `main_guard(main, argv)`, as its command line runs it: exit code (argparse and
+    user errors: 2) and captured stdout/stderr, warnings printed as Python prints them. What a command changes in the
+    process (torch's thread count, signal handlers) is restored. `tests/test_bad_input.py` runs each command once in a
+    real process too."""
+    from ddpm.cli import main_guard
+
+    main = importlib.import_module(command).main
+    threads, handlers = torch.get_num_threads(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda m, c, f, n, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(m, c, f, n, line))
+        try:
+            main_guard(main, [str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            torch.set_num_threads(threads)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+    return Run(code, out.getvalue(), err.getvalue())

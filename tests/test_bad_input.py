@@ -15,13 +15,9 @@ from ddpm.images import load_image
 from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps, save_maps
 
-from conftest import ASSETS, ROOT, seeded_unet
+from conftest import ASSETS, ROOT, cli, seeded_unet
 
 CAT = str(ASSETS / "cifar10" / "cat_0000.jpg")
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
 
 
 def assert_error(r, pattern):
@@ -40,7 +36,22 @@ def maps_file(tmp_path, tiny_ckpt):
 
 
 def invert(ckpt, out, *extra, image=CAT):
-    return cli(ROOT / "invert.py", "--ckpt", ckpt, "--image", image, "--steps", 5, "--out", out, "--no-progress", *extra)
+    return cli("invert", "--ckpt", ckpt, "--image", image, "--steps", 5, "--out", out, "--no-progress", *extra)
+
+
+@pytest.mark.parametrize("command", [["invert.py"], ["edit.py"], ["train.py", "--preset", "tiny"],
+                                     ["-m", "ddpm.sample"], ["-m", "ddpm.verify"]])
+def test_each_command_in_a_real_process_exits_2_with_one_line_error(tmp_path, command):
+    """The real command line (not `cli`'s in-process run): a missing checkpoint or data folder gives exit code 2,
+    one line `error: ...` naming the file, no traceback."""
+    missing = tmp_path / "missing"
+    args = {"invert.py": ["--ckpt", missing, "--image", CAT, "--out", tmp_path / "m.npz"],
+            "edit.py": [missing, "--ckpt", missing, "--out", tmp_path / "e.png"],
+            "train.py": ["--data", missing, "--out", tmp_path / "run"],
+            "ddpm.sample": ["--ckpt", missing, "--out", tmp_path / "g.png"],
+            "ddpm.verify": [missing, "--ckpt", missing]}[command[0] if command[0] != "-m" else command[1]]
+    r = subprocess.run([sys.executable, *command, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    assert_error(r, "missing")
 
 
 def test_missing_corrupt_and_truncated_images(tmp_path, tiny_ckpt):
@@ -73,10 +84,10 @@ def test_other_sizes_are_resized_with_a_warning_or_refused_in_strict_mode(tmp_pa
 
 def test_out_of_range_arguments(tmp_path, tiny_ckpt, maps_file):
     out = tmp_path / "m.npz"
-    assert_error(cli(ROOT / "invert.py", "--ckpt", tiny_ckpt, "--image", CAT, "--steps", 1001, "--out", out), "--steps")
+    assert_error(cli("invert", "--ckpt", tiny_ckpt, "--image", CAT, "--steps", 1001, "--out", out), "--steps")
     assert_error(invert(tiny_ckpt, out, "--skip", 5), "--skip must be between 0 and 4")
     assert_error(invert(tiny_ckpt, out, "--chunk", 0), "--chunk must be >= 1")
-    r = cli(ROOT / "edit.py", maps_file, "--ckpt", tiny_ckpt, "--shift", -40, 0, "--out", tmp_path / "e.png")
+    r = cli("edit", maps_file, "--ckpt", tiny_ckpt, "--shift", -40, 0, "--out", tmp_path / "e.png")
     assert_error(r, "smaller than the image")
 
 
@@ -126,7 +137,7 @@ def rewrite(src, dst, **changes):
 
 
 def test_bad_noise_map_files(tmp_path, tiny_ckpt, maps_file):
-    verify = lambda f, *a: cli("-m", "ddpm.verify", f, "--ckpt", tiny_ckpt, "--no-progress", *a)  # noqa: E731
+    verify = lambda f, *a: cli("ddpm.verify", f, "--ckpt", tiny_ckpt, "--no-progress", *a)  # noqa: E731
     with np.load(maps_file) as f:
         zs, xT = f["zs"], f["xT"]
     assert_error(verify(rewrite(maps_file, tmp_path / "a.npz", sigmas=None)), "missing key(s) ['sigmas']")

@@ -1,8 +1,6 @@
 """Class edits (issue 11): the measuring classifier (bench/classifier.py) and the class-edit bench on the shipped
 conditional model."""
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from ddpm.checkpoint import CheckpointError
 from ddpm.guidance import CIFAR10_CLASSES
 from ddpm.images import load_image
 
-from conftest import ASSETS, ROOT
+from conftest import ASSETS, ROOT, cli
 
 
 COND = ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"
@@ -57,10 +55,8 @@ def test_class_edit_bench_runs_on_the_shipped_models(tmp_path):
     for name in ("cat", "dog"):
         (tmp_path / "data" / name).mkdir(parents=True)
         shutil.copy(ASSETS / "cifar10" / f"{name}_0000.jpg", tmp_path / "data" / name)
-    r = subprocess.run([sys.executable, "-m", "bench.class_edits", "--data", str(tmp_path / "data"),
-                        "--pairs", "cat:dog", "--n", "1", "--steps", "6", "--skips", "2", "--cfgs", "2",
-                        "--panel-skip", "2", "--figures", str(tmp_path / "figs"), "--threads", "1"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = cli("bench.class_edits", "--data", tmp_path / "data", "--pairs", "cat:dog", "--n", 1, "--steps", 6,
+            "--skips", 2, "--cfgs", 2, "--panel-skip", 2, "--figures", tmp_path / "figs", "--threads", 1)
     assert r.returncode == 0, r.stderr[-2000:]
     line = next(s for s in r.stdout.splitlines() if s.strip().startswith("skip 2:"))
     errs = {k: float(v) for k, v in (part.split() for part in line.split(":", 1)[1].split(","))}

@@ -1,8 +1,6 @@
 """diffusers_io.py: numerical parity with diffusers' UNet2DModel and schedulers on the same weights,
 export/import round trips, and noise-map files exchanged with a plain diffusers loop in both directions."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 from dataclasses import replace
@@ -17,7 +15,7 @@ from ddpm.diffusers_io import config_to_diffusers, export_diffusers
 from ddpm.files import file_sha256
 from ddpm.unet import PRESETS
 
-from conftest import ROOT
+from conftest import ROOT, cli
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -103,10 +101,8 @@ def test_our_invert_file_is_regenerated_by_a_plain_diffusers_loop(tmp_path, meth
     """invert.py on a diffusers folder -> a file that the diffusers loop regenerates to 1e-4 max-abs."""
     folder, _ = diffusers_folder(tmp_path, "tiny")
     out = tmp_path / "maps.npz"
-    r = subprocess.run([sys.executable, str(ROOT / "invert.py"), "--ckpt", str(folder), "--image",
-                        str(ROOT / "assets/cifar10/cat_0000.jpg"), str(ROOT / "assets/cifar10/ship_0000.jpg"),
-                        "--steps", "20", "--method", method, "--out", str(out), "--no-progress"],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = cli("invert", "--ckpt", folder, "--image", ROOT / "assets/cifar10/cat_0000.jpg",
+            ROOT / "assets/cifar10/ship_0000.jpg", "--steps", 20, "--method", method, "--out", out, "--no-progress")
     assert r.returncode == 0, r.stderr
     with np.load(out, allow_pickle=False) as npz:
         f = {k: npz[k] for k in npz.files}
@@ -141,8 +137,8 @@ def test_a_diffusers_generated_file_is_accepted_and_a_tampered_one_rejected(tmp_
     arrays["zs"] = arrays["zs"].copy()
     arrays["zs"][3, 0, 0, 5, 5] += 1.0
     np.savez(tmp_path / "tampered.npz", **arrays)
-    verify = [sys.executable, "-m", "ddpm.verify", "--ckpt", str(folder), "--no-progress"]
-    ok = subprocess.run(verify + [str(tmp_path / "theirs.npz")], capture_output=True, text=True, cwd=ROOT)
+    verify = ["ddpm.verify", "--ckpt", folder, "--no-progress"]
+    ok = cli(*verify, tmp_path / "theirs.npz")
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    bad = subprocess.run(verify + [str(tmp_path / "tampered.npz")], capture_output=True, text=True, cwd=ROOT)
+    bad = cli(*verify, tmp_path / "tampered.npz")
     assert bad.returncode == 1 and "FAIL" in bad.stdout

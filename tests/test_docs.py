@@ -1,12 +1,10 @@
 """docs/math.md names real functions; the figure script runs in its reduced mode."""
 import importlib
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, cli
 
 
 def test_every_function_named_in_math_md_exists():
@@ -23,8 +21,7 @@ def test_every_function_named_in_math_md_exists():
 
 @pytest.mark.slow
 def test_figure_script_regenerates_every_figure_in_reduced_mode(tmp_path, tiny_ckpt):
-    r = subprocess.run([sys.executable, "-m", "bench.figures", "--quick", "--ckpt", str(tiny_ckpt),
-                        "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    r = cli("bench.figures", "--quick", "--ckpt", tiny_ckpt, "--out", tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     names = {p.name for p in tmp_path.glob("*.png")}
     assert names == {"map_stats_var.png", "map_stats_corr.png", "maps.png", "trajectory.png", "recon_error.png",

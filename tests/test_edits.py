@@ -1,6 +1,4 @@
 """edits.py: pure functions on noise maps, with the documented shapes; edit.py regenerates exactly with no edit."""
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -9,7 +7,7 @@ from ddpm import edits
 from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps, save_maps
 
-from conftest import ROOT, tiny_model
+from conftest import cli, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +83,12 @@ def test_edit_py_without_edit_reproduces_x0_and_color_hits_its_target(tmp_path, 
     model = load_model(tiny_ckpt)
     maps, _ = invert_to_maps(model, cifar_images[:2], S=10, progress=False)
     save_maps(tmp_path / "m.npz", maps)
-    base = [sys.executable, str(ROOT / "edit.py"), str(tmp_path / "m.npz"), "--ckpt", str(tiny_ckpt), "--no-progress"]
-    r = subprocess.run(base + ["--out", str(tmp_path / "same.png"), "--save-maps", str(tmp_path / "same.npz")],
-                       capture_output=True, text=True, cwd=ROOT)
+    base = ["edit", tmp_path / "m.npz", "--ckpt", tiny_ckpt, "--no-progress"]
+    r = cli(*base, "--out", tmp_path / "same.png", "--save-maps", tmp_path / "same.npz")
     assert r.returncode == 0, r.stderr
     err = float(r.stdout.split("inverted image ")[1].split()[0])
     assert err <= 1e-4 and (tmp_path / "same_0.png").exists() and (tmp_path / "same_1.png").exists()
-    r = subprocess.run(base + ["--color", "0.2", "0", "0", "--out", str(tmp_path / "red.png")],
-                       capture_output=True, text=True, cwd=ROOT)
+    r = cli(*base, "--color", 0.2, 0, 0, "--out", tmp_path / "red.png")
     assert r.returncode == 0, r.stderr
     measured = [float(v) for v in r.stdout.split("measured mean change [")[1].split("]")[0].split(",")]
     assert abs(measured[0] - 0.2) < 0.03 and abs(measured[1]) < 0.03

@@ -1,7 +1,5 @@
 """The committed golden vectors (tests/golden/): what another implementation checks itself against."""
 import json
-import subprocess
-import sys
 
 import torch
 
@@ -9,7 +7,7 @@ from ddpm.images import load_image
 from ddpm.models import load_model
 from ddpm.noisemap import invert_to_maps, load_maps
 
-from conftest import ROOT
+from conftest import ROOT, cli
 
 GOLDEN = ROOT / "tests" / "golden"
 
@@ -17,9 +15,8 @@ GOLDEN = ROOT / "tests" / "golden"
 def test_golden_file_verifies_against_the_golden_model_float64_and_float32():
     """python -m ddpm.verify passes at 1e-10 in float64 and at 1e-4 in float32."""
     for dtype, tol in (("float64", "1e-10"), ("float32", "1e-4")):
-        r = subprocess.run([sys.executable, "-m", "ddpm.verify", str(GOLDEN / "maps.npz"), "--ckpt",
-                            str(GOLDEN / "tiny.safetensors"), "--dtype", dtype, "--tol", tol, "--no-progress"],
-                           capture_output=True, text=True, cwd=ROOT)
+        r = cli("ddpm.verify", GOLDEN / "maps.npz", "--ckpt", GOLDEN / "tiny.safetensors", "--dtype", dtype, "--tol",
+                tol, "--no-progress")
         assert r.returncode == 0, r.stdout + r.stderr
 
 

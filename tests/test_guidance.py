@@ -53,27 +53,23 @@ def test_class_names_and_unconditional_models_are_checked():
 def test_class_edit_through_the_command_lines(tmp_path, cond_unet):
     """invert.py --class cat --cfg 2 records the condition; edit.py with no edit reproduces x0 (<= 1e-4);
     edit.py --class dog --skip 3 regenerates a different image from the same maps."""
-    import subprocess
-    import sys
-
     from ddpm.checkpoint import save_model
     from ddpm.noisemap import load_maps
 
-    from conftest import ASSETS, ROOT
+    from conftest import ASSETS, cli
 
     ckpt = tmp_path / "cond.safetensors"
     save_model(ckpt, cond_unet)
     maps = tmp_path / "m.npz"
-    run = lambda *a: subprocess.run([sys.executable, *map(str, a), "--no-progress"], capture_output=True,  # noqa: E731
-                                    text=True, cwd=ROOT)
-    r = run(ROOT / "invert.py", "--ckpt", ckpt, "--image", ASSETS / "cifar10" / "cat_0000.jpg", "--steps", 10,
+    run = lambda *a: cli(*a, "--no-progress")  # noqa: E731
+    r = run("invert", "--ckpt", ckpt, "--image", ASSETS / "cifar10" / "cat_0000.jpg", "--steps", 10,
             "--class", "cat", "--cfg", 2.0, "--out", maps)
     assert r.returncode == 0, r.stderr
     m = load_maps(maps)
     assert m.extra["class_label"].tolist() == [3] and m.extra["cfg_scale"] == 2.0
-    r = run(ROOT / "edit.py", maps, "--ckpt", ckpt, "--out", tmp_path / "same.png")
+    r = run("edit", maps, "--ckpt", ckpt, "--out", tmp_path / "same.png")
     assert r.returncode == 0 and float(r.stdout.split("inverted image ")[1].split()[0]) <= 1e-4, r.stdout + r.stderr
-    r = run(ROOT / "edit.py", maps, "--ckpt", ckpt, "--class", "dog", "--cfg", 3.0, "--skip", 3, "--out",
+    r = run("edit", maps, "--ckpt", ckpt, "--class", "dog", "--cfg", 3.0, "--skip", 3, "--out",
             tmp_path / "dog.png")
     assert r.returncode == 0, r.stderr
     from ddpm.images import load_image
@@ -84,18 +80,14 @@ def test_class_edit_through_the_command_lines(tmp_path, cond_unet):
 def test_sampling_a_class_saves_native_maps_that_verify(tmp_path, cond_unet):
     """python -m ddpm.sample --class dog --cfg 2 --save-maps: the file records the class and guidance, and
     ddpm.verify regenerates its samples from it within 1e-4 (exit 0)."""
-    import subprocess
-    import sys
-
     from ddpm.checkpoint import save_model
     from ddpm.noisemap import load_maps
 
-    from conftest import ROOT
+    from conftest import cli
 
     ckpt = tmp_path / "cond.safetensors"
     save_model(ckpt, cond_unet)
-    run = lambda *a: subprocess.run([sys.executable, "-m", *map(str, a), "--no-progress"], capture_output=True,  # noqa: E731
-                                    text=True, cwd=ROOT)
+    run = lambda *a: cli(*a, "--no-progress")  # noqa: E731
     r = run("ddpm.sample", "--ckpt", ckpt, "--n", 2, "--steps", 8, "--class", "dog", "--cfg", 2.0,
             "--out", tmp_path / "g.png", "--save-maps", tmp_path / "n.npz")
     assert r.returncode == 0, r.stderr
@@ -108,28 +100,24 @@ def test_sampling_a_class_saves_native_maps_that_verify(tmp_path, cond_unet):
 def test_cyclediffusion_switch_to_another_model_through_the_command_line(tmp_path):
     """edit.py --other-ckpt B --skip K on maps inverted with model A: the first K steps reproduce A's inversion,
     the rest run model B on the same maps (regenerate_switched); with B = A it reproduces x0 (<= 1e-4)."""
-    import subprocess
-    import sys
-
     from ddpm.checkpoint import save_model
     from ddpm.edits import regenerate_switched
     from ddpm.images import load_image
     from ddpm.models import load_model
     from ddpm.noisemap import load_maps
 
-    from conftest import ASSETS, ROOT, seeded_unet
+    from conftest import ASSETS, cli, seeded_unet
 
     a, b, maps = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "m.npz"
     save_model(a, seeded_unet("tiny", seed=0))
     save_model(b, seeded_unet("tiny", seed=1))
-    run = lambda *args: subprocess.run([sys.executable, *map(str, args), "--no-progress"],  # noqa: E731
-                                       capture_output=True, text=True, cwd=ROOT)
-    r = run(ROOT / "invert.py", "--ckpt", a, "--image", ASSETS / "cifar10" / "cat_0000.jpg", "--steps", 10,
+    run = lambda *args: cli(*args, "--no-progress")  # noqa: E731
+    r = run("invert", "--ckpt", a, "--image", ASSETS / "cifar10" / "cat_0000.jpg", "--steps", 10,
             "--out", maps)
     assert r.returncode == 0, r.stderr
     m = load_maps(maps)
     for other, skip in ((a, 0), (b, 4)):
-        r = run(ROOT / "edit.py", maps, "--ckpt", a, "--other-ckpt", other, "--skip", skip, "--out",
+        r = run("edit", maps, "--ckpt", a, "--other-ckpt", other, "--skip", skip, "--out",
                 tmp_path / f"{other.stem}{skip}.png")
         assert r.returncode == 0, r.stderr
     with torch.no_grad():

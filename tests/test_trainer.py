@@ -17,15 +17,15 @@ from ddpm.data import DataError, load_dataset
 from ddpm.trainer import ema_decay_at, ema_update
 from ddpm.unet import PRESETS, UNet
 
-from conftest import ASSETS, ROOT
+from conftest import ASSETS, ROOT, cli
 
 FAST = ["--preset", "tiny", "--batch", "4", "--workers", "0", "--sample-steps", "2", "--eval-images", "4",
         "--log-every", "1", "--warmup", "1", "--lr", "1e-3", "--threads", "1"]
 
 
-def train(*args, check=True, **kw):
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), *FAST, *map(str, args)], capture_output=True,
-                       text=True, cwd=ROOT, **kw)
+def train(*args, check=True):
+    """train.py in this process (`cli`); the kill and torchrun tests start real processes."""
+    r = cli("train", *FAST, *args)
     if check:
         assert r.returncode == 0, r.stderr[-2000:]
     return r
