@@ -20,8 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from bench import classifier
+from bench.figures import image_grid
 from ddpm.guidance import CIFAR10_CLASSES, class_index, guided_eps
-from ddpm.images import load_image, save_png
+from ddpm.images import load_image
 from ddpm.inversion import ddim_invert, ddim_regenerate
 from ddpm.metrics import luminance, psnr, ssim
 from ddpm.models import load_model
@@ -144,20 +145,24 @@ def main(argv=None):
           f"{sum(x for x, _ in same) / len(same):+.3f}, SSIM {sum(y for _, y in same) / len(same):+.3f} (means)")
 
     figs = Path(a.figures)
-    figs.mkdir(parents=True, exist_ok=True)
     rows = torch.cat([x0[k * a.n:k * a.n + 2] for k in range(len(pairs))])  # two images per pair
     ys = torch.cat([y_src[k * a.n:k * a.n + 2] for k in range(len(pairs))])
+    ys_t = torch.cat([y_tgt[k * a.n:k * a.n + 2] for k in range(len(pairs))])
+    names = [f"{CIFAR10_CLASSES[s]} {j % 2 + 1}" for j, s in enumerate(ys.tolist())]
     panel_ed = Editor(model, a.steps, a.cfg_src)
     cols = [rows] + [panel_ed.edit("edit_friendly", rows, ys, torch.full_like(ys, c), a.panel_skip, a.panel_cfg)
                      for c in range(K)]
-    save_png(figs / "class_edits.png", torch.stack(cols, 1).flatten(0, 1), nrow=K + 1)
-    ys_t = torch.cat([y_tgt[k * a.n:k * a.n + 2] for k in range(len(pairs))])
+    image_grid(figs / "class_edits.png", dict(zip(names, torch.stack(cols, 1))), ["input", *CIFAR10_CLASSES[:K]],
+               f"Edit-friendly class edits: real test images (rows) regenerated from their maps with each class "
+               f"(columns), skip {a.panel_skip} of S = {a.steps}, guidance {a.panel_cfg:g}")
     cols = [rows] + [panel_ed.edit(m, rows, ys, ys_t, a.panel_skip, a.panel_cfg) for m in METHODS]
-    save_png(figs / "class_edits_methods.png", torch.stack(cols, 1).flatten(0, 1), nrow=len(METHODS) + 1)
+    image_grid(figs / "class_edits_methods.png",
+               {f"{n} -> {CIFAR10_CLASSES[t]}": c for n, t, c in zip(names, ys_t.tolist(), torch.stack(cols, 1))},
+               ["input", "edit-friendly", "DPM-Encoder", "DDIM inversion"],
+               f"Into the pair's target class, skip {a.panel_skip}, guidance {a.panel_cfg:g}")
     print(f"\nwrote {figs / 'class_edits.png'} (rows: input | edit-friendly edit into each of the {K} classes, "
           f"skip {a.panel_skip}, cfg {a.panel_cfg:g}) and {figs / 'class_edits_methods.png'} (input | "
           f"{' | '.join(METHODS)}, into the pair's target); {time.time() - t0:.0f} s")
-
 
 if __name__ == "__main__":
     main()

@@ -53,3 +53,22 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
     (fake / "schedule.py").write_text("from .edits import shift\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     assert "edits" in imports("schedule")
+
+
+def too_long(path, max_function: int = 60, max_class: int = 150) -> list[str]:
+    """Functions over `max_function` lines and classes over `max_class` lines (decorators excluded) in one file."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        limit = {ast.FunctionDef: max_function, ast.AsyncFunctionDef: max_function, ast.ClassDef: max_class}.get(
+            type(node))
+        if limit and node.end_lineno - node.lineno + 1 > limit:
+            out.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    return out
+
+
+def test_no_function_over_60_lines_and_no_class_over_150_in_the_library_and_scripts(tmp_path):
+    files = sorted((ROOT / "ddpm").glob("*.py")) + [ROOT / f for f in ("train.py", "invert.py", "edit.py")]
+    assert not [m for f in files for m in too_long(f)]
+    long = tmp_path / "long.py"  # negative control
+    long.write_text("def f():\n" + "    x = 1\n" * 60)
+    assert too_long(long) == ["long.py:1 f (61 lines)"]
