@@ -1,12 +1,13 @@
 """Network speed against the machine's limit and against diffusers, measured in one run.
 
-    python -m bench.speed [--presets cifar10 cifar10-cpu] [--iters 5] [--threads 0] [--device cpu]
+    python -m bench.speed [--presets cifar10 cifar10-cpu] [--iters 5] [--threads 0] [--device cpu] [--profile]
 
 For each preset, our UNet and diffusers' UNet2DModel built from the same config (`config_to_diffusers`), in three
 settings: inference at batch 1 and at batch 64 (no grad), and a training step at batch 32 (forward, backward, Adam).
 Each row: images/s, GFLOP per call (torch.utils.flop_counter: matmuls, convolutions, attention; 2 flops per
 multiply-add), achieved GFLOP/s, its fraction of the machine's measured float32 matmul rate (`bench.machine`), and
-ours/diffusers. Best of --iters timed calls after two warm-up calls.
+ours/diffusers. Best of --iters timed calls after two warm-up calls. --profile adds, per preset and setting, where our
+network's time goes (torch.profiler self time by operator family): the most a fusion of that family could save.
 """
 import argparse
 import time
@@ -69,12 +70,37 @@ def measure(net, cfg, mode: str, batch: int, iters: int, device: str) -> tuple[f
     return batch / best, fc.get_total_flops() / 1e9
 
 
+FAMILIES = {"conv": ("conv", "mkldnn"), "group_norm": ("group_norm",), "silu": ("silu",),
+            "attention": ("attention", "softmax", "bmm", "baddbmm"), "linear": ("addmm", "linear", "mm")}
+
+
+def time_shares(net, cfg, mode: str, batch: int, device: str) -> dict[str, float]:
+    """Fraction of one call's operator self time (CPU) per family in FAMILIES, the rest as "other"."""
+    from torch.profiler import ProfilerActivity, profile
+
+    net = net.to(device).train(mode == "training")
+    sched, opt = linear_schedule(), torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.rand(batch, cfg.in_ch, cfg.image_size, cfg.image_size, device=device) * 2 - 1
+    t = torch.randint(0, 1000, (batch,)).to(device)
+    call(net, mode, x, t, opt, sched)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call(net, mode, x, t, opt, sched)
+    shares = dict.fromkeys([*FAMILIES, "other"], 0.0)
+    for ev in prof.key_averages():
+        name = ev.key.lower()
+        family = next((f for f, keys in FAMILIES.items() if any(k in name for k in keys)), "other")
+        shares[family] += ev.self_cpu_time_total
+    total = sum(shares.values())
+    return {f: v / total for f, v in shares.items()}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["cifar10", "cifar10-cpu"])
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--profile", action="store_true", help="also print where our network's time goes")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,6 +120,9 @@ def main():
             print(f"| `{preset}` ({count_params(UNet(cfg)) / 1e6:.2f}M) | {mode}, batch {batch} | {ours:.1f} | "
                   f"{flops:.1f} | {rate:.0f} | {rate / peak:.0%} | {ref:.1f} | {ref_rate / peak:.0%} | "
                   f"{ours / ref:.2f} |", flush=True)
+            if args.profile:
+                shares = time_shares(UNet(cfg), cfg, mode, batch, args.device)
+                print("|  | time shares: " + ", ".join(f"{f} {v:.0%}" for f, v in shares.items()) + " |", flush=True)
 
 
 if __name__ == "__main__":
