@@ -20,6 +20,7 @@ Prints, with the seeds fixed (samples are a deterministic function of --seed):
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ from bench import classifier
 from ddpm.data import load_dataset
 from ddpm.diffusion import sample
 from ddpm.evaluate import evenly_spaced, held_out
+from ddpm.files import atomic_write
 from ddpm.guidance import CIFAR10_CLASSES, guided_eps
 from ddpm.images import save_png
 from ddpm.models import load_model
@@ -107,7 +109,7 @@ def class_agreement(model, net, n: int, S: int, seed: int, w: float) -> tuple[fl
     return hit.mean().item(), [hit[y == c].mean().item() for c in range(k)]
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True)
     p.add_argument("--real", required=True, help="held-out real images (CIFAR-10 test split, or a CelebA folder)")
@@ -118,7 +120,11 @@ def main():
     p.add_argument("--classifier", default=str(classifier.DEFAULT))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid", help="write the first 64 samples here (PNG)")
-    args = p.parse_args()
+    p.add_argument("--json", help="also write the numbers to this file (one JSON object; a model card's source)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.time()
     model, (net, cmeta) = load_model(args.ckpt), classifier.load(args.classifier)
     size = model.unet.cfg.image_size
@@ -142,7 +148,10 @@ def main():
             out[f"class_agreement_cfg{w:g}"] = agree
             out[f"class_agreement_cfg{w:g}_per_class"] = dict(zip(CIFAR10_CLASSES, per_class))
     out["seconds"] = round(time.time() - t0)
-    print(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.json:
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 if __name__ == "__main__":
