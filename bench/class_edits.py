@@ -82,6 +82,7 @@ def dominated(p, others) -> bool:
     return any(o[0] >= p[0] and o[1] >= p[1] and (o[0] > p[0] or o[1] > p[1]) for o in others)
 
 
+@torch.no_grad()
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"))
@@ -100,7 +101,6 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    torch.set_grad_enabled(False)
     t0 = time.time()
     model = load_model(a.ckpt)
     K = model.unet.cfg.num_classes

@@ -29,6 +29,7 @@ def shift_scores(model, maps, d, fill):
     return psnr(a, b).mean().item(), ssim(a, b).mean().item()
 
 
+@torch.no_grad()
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu.safetensors"))
@@ -36,7 +37,6 @@ def main():
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--shifts", type=int, nargs="+", default=[1, 2, 4, 8])
     args = p.parse_args()
-    torch.set_grad_enabled(False)
     model = load_model(args.ckpt)
     files = sorted((ROOT / "assets" / "cifar10").glob("*.jpg"))[:args.n]
     x0 = torch.stack([load_image(f, 32) for f in files])

@@ -65,12 +65,13 @@ def cli(command: str, *args) -> Run:
     """`command` (a script's module name, `invert`, `edit`, `train`, or `ddpm.sample`, `ddpm.verify`, `bench.figures`,
     ...) run in this process through `main_guard(main, argv)`, as its command line runs it: exit code (argparse and
     user errors: 2) and captured stdout/stderr, warnings printed as Python prints them. What a command changes in the
-    process (torch's thread count, signal handlers) is restored. `tests/test_bad_input.py` runs each command once in a
+    process (torch's thread count, grad mode, signal handlers) is restored. `tests/test_bad_input.py` runs each command once in a
     real process too."""
     from ddpm.cli import main_guard
 
     main = importlib.import_module(command).main
-    threads, handlers = torch.get_num_threads(), {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     out, err, code = io.StringIO(), io.StringIO(), 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -82,6 +83,7 @@ def cli(command: str, *args) -> Run:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         finally:
             torch.set_num_threads(threads)
+            torch.set_grad_enabled(grad)
             for s, h in handlers.items():
                 signal.signal(s, h)
     return Run(code, out.getvalue(), err.getvalue())
