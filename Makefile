@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-CKPT ?= checkpoints/cifar10-cpu.safetensors
+CKPT ?= checkpoints/cifar10-cpu-cond.safetensors
 FACES ?= checkpoints/celeba32-cpu.safetensors
 
 $(VENV)/.runtime: requirements.txt

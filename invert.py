@@ -1,6 +1,6 @@
 """Invert real images into edit-friendly (or DPM-Encoder) noise maps, and check the reconstruction.
 
-    python invert.py --ckpt checkpoints/cifar10-cpu.safetensors --image assets/cifar10/*.png --steps 100 --out out/maps.npz
+    python invert.py --ckpt checkpoints/cifar10-cpu-cond.safetensors --image assets/cifar10/*.png --steps 100 --out out/maps.npz
 """
 import argparse
 from pathlib import Path

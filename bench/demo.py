@@ -2,7 +2,7 @@
 recolor them through edit.py, and write one panel (original | reconstruction | shifted | recolored): four CIFAR-10
 test images with the CIFAR-10 model, four held-out CelebA faces with the face model.
 
-    python -m bench.demo --ckpt checkpoints/cifar10-cpu.safetensors --faces-ckpt checkpoints/celeba32-cpu.safetensors
+    python -m bench.demo --ckpt checkpoints/cifar10-cpu-cond.safetensors --faces-ckpt checkpoints/celeba32-cpu.safetensors
 """
 import argparse
 import subprocess
@@ -28,7 +28,7 @@ def run(*args):
 
 
 def rows(ckpt: str, images: list[Path], out: Path, args) -> list[torch.Tensor]:
-    """Invert `images`, edit them three ways, and return one row of tiles per image."""
+    """Invert `images`, edit them three ways, and return one row per image: its 4 tiles (4, 3, H, W)."""
     model = load_model(ckpt)
     size = model.unet.cfg.image_size
     maps = out / "maps.npz"
@@ -38,7 +38,6 @@ def rows(ckpt: str, images: list[Path], out: Path, args) -> list[torch.Tensor]:
     run(ROOT / "edit.py", maps, "--ckpt", ckpt, "--color", *args.color, "--out", out / "recolored.png",
         "--save-maps", out / "recolored.npz")
     run(ROOT / "edit.py", maps, "--ckpt", ckpt, "--out", out / "reconstruction.png")  # no edit
-    pad = torch.ones(3, size, 2)
     result = []
     for k, f in enumerate(images):
         with warnings.catch_warnings():  # the originals are framed like the training data, as invert.py framed them
@@ -46,13 +45,26 @@ def rows(ckpt: str, images: list[Path], out: Path, args) -> list[torch.Tensor]:
             original = load_image(f, size, crop=model.crop)
         tiles = [original] + [load_image(out / f"{name}_{k}.png", size)
                                                           for name in ("reconstruction", "shifted", "recolored")]
-        result.append(torch.cat([torch.cat([t, pad], 2) for t in tiles], 2))
+        result.append(torch.stack(tiles))
     return result
+
+
+def save_panel(path: Path, all_rows: list[torch.Tensor], names: list[str], columns: list[str]) -> None:
+    """The panel with row and column labels (matplotlib, `pip install -r requirements-docs.txt`); without matplotlib
+    the same tiles as a plain grid, upscaled 4x (nearest)."""
+    try:
+        from bench.figures import image_grid
+
+        image_grid(path, dict(zip(names, all_rows)), columns, "make demo: real images inverted, reconstructed, and "
+                   "edited in their edit-friendly noise maps")
+    except ImportError:
+        tiles = torch.nn.functional.interpolate(torch.cat(all_rows), scale_factor=4, mode="nearest")
+        save_png(path, tiles, nrow=len(columns))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="checkpoints/cifar10-cpu.safetensors")
+    p.add_argument("--ckpt", default="checkpoints/cifar10-cpu-cond.safetensors")
     p.add_argument("--faces-ckpt", default="checkpoints/celeba32-cpu.safetensors", help="'' to leave the faces out")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--steps", type=int, default=100)
@@ -60,13 +72,15 @@ def main():
     p.add_argument("--color", type=float, nargs=3, default=[0.35, 0.0, -0.15])
     args = p.parse_args()
     out = ROOT / args.out
-    all_rows = rows(args.ckpt, sorted((ROOT / "assets" / "cifar10").glob("*.jpg"))[:4], out / "cifar10", args)
+    images = sorted((ROOT / "assets" / "cifar10").glob("*.jpg"))[:4]
+    all_rows, names = rows(args.ckpt, images, out / "cifar10", args), [f.stem.split("_")[0] for f in images]
     if args.faces_ckpt:
         faces = sorted((ROOT / "assets" / "celeba-heldout").glob("*.jpg"))[:4]
         all_rows += rows(args.faces_ckpt, faces, out / "faces", args)
-    panel = torch.cat([torch.cat([r, torch.ones(3, 2, r.shape[2])], 1) for r in all_rows], 1)
-    panel = torch.nn.functional.interpolate(panel[None], scale_factor=4, mode="nearest")[0]  # 32px tiles -> 128px
-    save_png(out / "panel.png", panel)
+        names += [f"face {f.stem}" for f in faces]
+    columns = ["original", "reconstruction", f"shift {args.shift[0]}, {args.shift[1]} px",
+               "color " + ", ".join(f"{c:+g}" for c in args.color)]
+    save_panel(out / "panel.png", all_rows, names, columns)
     print(f"columns: original | reconstruction | shift {tuple(args.shift)} | color {tuple(args.color)}")
     print(f"wrote {out / 'panel.png'} and the noise maps in {out / 'cifar10'}" +
           (f" and {out / 'faces'}" if args.faces_ckpt else ""))

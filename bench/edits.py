@@ -1,7 +1,7 @@
 """Measures the paper's claim (arXiv 2304.06140, sec. 4): shifting edit-friendly maps shifts the image,
 shifting native DDPM noise does not; and the calibrated color edit. Real CIFAR-10 test images.
 
-    python -m bench.edits --ckpt checkpoints/cifar10-cpu.safetensors [--n 8] [--steps 100]
+    python -m bench.edits --ckpt checkpoints/cifar10-cpu-cond.safetensors [--n 8] [--steps 100]
 
 Shift fidelity: PSNR/SSIM on the overlap between the regenerated output and the shifted original image,
 for edit-friendly maps, DPM-Encoder maps and native maps (the noise a DDPM sample was drawn with, x0 = the sample).
@@ -32,7 +32,7 @@ def shift_scores(model, maps, d, fill):
 @torch.no_grad()
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu.safetensors"))
+    p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"))
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--shifts", type=int, nargs="+", default=[1, 2, 4, 8])

@@ -146,7 +146,7 @@ def recon_figure(out: Path, model, x0: torch.Tensor, quick: bool) -> None:
 @torch.no_grad()
 def main(argv=None):
     pa = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pa.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu.safetensors"))
+    pa.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"))
     pa.add_argument("--out", default=str(ROOT / "docs" / "figures"))
     pa.add_argument("--quick", action="store_true", help="reduced mode for tests: S=10, 2 images")
     args = pa.parse_args(argv)

@@ -134,7 +134,7 @@ def main(argv=None):
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)
     f_real = features(net, real_x)
-    out = {"ckpt": args.ckpt, "steps": args.steps, "n": args.n, "real_images": len(real_x),
+    out = {"ckpt": args.ckpt, "sha256": model.sha256, "steps": args.steps, "n": args.n, "real_images": len(real_x),
            "frechet_distance": frechet_distance(features(net, samples), f_real),
            "frechet_floor": frechet_distance(features(net, ref_x), f_real),
            "chroma_samples": chroma(samples), "chroma_real": chroma(real_x),

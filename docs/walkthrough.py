@@ -1,6 +1,6 @@
 """A walkthrough from a real image to its noise maps and back, one idea per step, with the shipped model.
 
-    python docs/walkthrough.py [--ckpt checkpoints/cifar10-cpu.safetensors] [--out out/walkthrough] [--steps 50]
+    python docs/walkthrough.py [--ckpt checkpoints/cifar10-cpu-cond.safetensors] [--out out/walkthrough] [--steps 50]
 
 Each step prints the quantity it is about and, where a picture helps, writes a PNG to --out. Read it beside
 docs/math.md: the section named in each heading is where the formula is derived.
@@ -40,7 +40,7 @@ def picture(path: Path, tiles: torch.Tensor, labels: list[str], caption: str) ->
 @torch.no_grad()
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu.safetensors"))
+    p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"))
     p.add_argument("--image", default=str(ROOT / "assets" / "cifar10" / "horse_0000.jpg"))
     p.add_argument("--out", default=str(ROOT / "out" / "walkthrough"))
     p.add_argument("--steps", type=int, default=50)

@@ -49,4 +49,4 @@ def test_the_bench_reports_every_number_of_a_card_row(tmp_path):
     assert {"frechet_distance", "frechet_floor", "chroma_samples", "chroma_real", "eval_loss", "bits_per_dim",
             "class_agreement_cfg1", "class_agreement_cfg3", "classifier_test_accuracy"} <= set(q)
     assert q["frechet_floor"] == pytest.approx(0, abs=1e-3)  # --ref = --real: a set against itself (rank 9)
-    assert q["frechet_distance"] > 1 and 0 <= q["class_agreement_cfg3"] <= 1
+    assert q["frechet_distance"] > 1 and 0 <= q["class_agreement_cfg3"] <= 1 and len(q["sha256"]) == 64

@@ -13,8 +13,8 @@ from ddpm.noisemap import invert_to_maps, regenerate
 
 from conftest import ASSETS, ROOT
 
-CKPT = ROOT / "checkpoints" / "cifar10-cpu.safetensors"
-MODELS = ["cifar10-cpu", "cifar10-cpu-cond", "celeba32-cpu"]
+CKPT = ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"
+MODELS = ["cifar10-cpu-cond", "celeba32-cpu"]
 
 
 def card(name: str) -> str:
@@ -36,6 +36,20 @@ def test_card_numbers_come_from_the_training_log(name):
     final = [r for r in log if "bits_per_dim" in r][-1]
     assert f"{final['bits_per_dim']:.3f}" in text and f"{final['eval_loss']:.4f}" in text
     assert f"{final['step']} steps" in text
+
+
+def test_card_sample_quality_comes_from_the_committed_bench_output():
+    """checkpoints/cifar10-cpu-cond.quality.jsonl holds `python -m bench.quality` output per milestone; the record of
+    the shipped file (its sha256) exists, and its Frechet distance, chroma and class agreement are the card's."""
+    name = "cifar10-cpu-cond"
+    records = [json.loads(line) for line in (ROOT / "checkpoints" / f"{name}.quality.jsonl").read_text().splitlines()]
+    shipped = [r for r in records if r["sha256"] == file_sha256(ROOT / "checkpoints" / f"{name}.safetensors")]
+    assert len(shipped) == 1
+    q, text = shipped[0], card(name)
+    shown = {"frechet_distance": ".2f", "chroma_samples": ".3f", "class_agreement_cfg1": ".3f",
+             "class_agreement_cfg3": ".3f"}
+    for key, fmt in shown.items():
+        assert format(q[key], fmt) in text, key
 
 
 def test_shipped_model_inverts_a_shipped_image_exactly():
