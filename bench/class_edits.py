@@ -157,7 +157,7 @@ def main(argv=None):
                f"(columns), skip {a.panel_skip} of S = {a.steps}, guidance {a.panel_cfg:g}")
     cols = [rows] + [panel_ed.edit(m, rows, ys, ys_t, a.panel_skip, a.panel_cfg) for m in METHODS]
     image_grid(figs / "class_edits_methods.png",
-               {f"{n} -> {CIFAR10_CLASSES[t]}": c for n, t, c in zip(names, ys_t.tolist(), torch.stack(cols, 1))},
+               {f"{n}\n-> {CIFAR10_CLASSES[t]}": c for n, t, c in zip(names, ys_t.tolist(), torch.stack(cols, 1))},
                ["input", "edit-friendly", "DPM-Encoder", "DDIM inversion"],
                f"Into the pair's target class, skip {a.panel_skip}, guidance {a.panel_cfg:g}")
     print(f"\nwrote {figs / 'class_edits.png'} (rows: input | edit-friendly edit into each of the {K} classes, "
