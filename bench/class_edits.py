@@ -164,5 +164,6 @@ def main(argv=None):
           f"skip {a.panel_skip}, cfg {a.panel_cfg:g}) and {figs / 'class_edits_methods.png'} (input | "
           f"{' | '.join(METHODS)}, into the pair's target); {time.time() - t0:.0f} s")
 
+
 if __name__ == "__main__":
     main()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ddpm.images import load_image, save_png
+from bench.figures import image_grid
+from ddpm.images import load_image
 from ddpm.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,19 +50,6 @@ def rows(ckpt: str, images: list[Path], out: Path, args) -> list[torch.Tensor]:
     return result
 
 
-def save_panel(path: Path, all_rows: list[torch.Tensor], names: list[str], columns: list[str]) -> None:
-    """The panel with row and column labels (matplotlib, `pip install -r requirements-docs.txt`); without matplotlib
-    the same tiles as a plain grid, upscaled 4x (nearest)."""
-    try:
-        from bench.figures import image_grid
-
-        image_grid(path, dict(zip(names, all_rows)), columns, "make demo: real images inverted, reconstructed, and "
-                   "edited in their edit-friendly noise maps")
-    except ImportError:
-        tiles = torch.nn.functional.interpolate(torch.cat(all_rows), scale_factor=4, mode="nearest")
-        save_png(path, tiles, nrow=len(columns))
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="checkpoints/cifar10-cpu-cond.safetensors")
@@ -80,7 +68,8 @@ def main():
         names += [f"face {f.stem}" for f in faces]
     columns = ["original", "reconstruction", f"shift {args.shift[0]}, {args.shift[1]} px",
                "color " + ", ".join(f"{c:+g}" for c in args.color)]
-    save_panel(out / "panel.png", all_rows, names, columns)
+    image_grid(out / "panel.png", dict(zip(names, all_rows)), columns,  # labelled when matplotlib is installed
+               "make demo: real images inverted, reconstructed, and edited in their edit-friendly noise maps")
     print(f"columns: original | reconstruction | shift {tuple(args.shift)} | color {tuple(args.color)}")
     print(f"wrote {out / 'panel.png'} and the noise maps in {out / 'cifar10'}" +
           (f" and {out / 'faces'}" if args.faces_ckpt else ""))

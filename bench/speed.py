@@ -50,20 +50,26 @@ def call(net, mode: str, x, t, opt, sched):
     opt.step()
 
 
-def measure(net, cfg, mode: str, batch: int, iters: int, device: str) -> tuple[float, float]:
-    """(images/s, GFLOP per call)."""
+def setup(net, cfg, mode: str, batch: int, device: str):
+    """A one-call closure on seeded inputs: inference, or a training step with its own Adam optimizer."""
     net = net.to(device).train(mode == "training")
     sched, opt = linear_schedule(), torch.optim.Adam(net.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(batch, cfg.in_ch, cfg.image_size, cfg.image_size, generator=g) * 2 - 1).to(device)
     t = torch.randint(0, 1000, (batch,), generator=g).to(device)
+    return lambda: call(net, mode, x, t, opt, sched)
+
+
+def measure(net, cfg, mode: str, batch: int, iters: int, device: str) -> tuple[float, float]:
+    """(images/s, GFLOP per call)."""
+    step = setup(net, cfg, mode, batch, device)
     with FlopCounterMode(display=False) as fc:
-        call(net, mode, x, t, opt, sched)
-    call(net, mode, x, t, opt, sched)
+        step()
+    step()
     best = float("inf")
     for _ in range(iters):
         t0 = time.perf_counter()
-        call(net, mode, x, t, opt, sched)
+        step()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
@@ -78,13 +84,10 @@ def time_shares(net, cfg, mode: str, batch: int, device: str) -> dict[str, float
     """Fraction of one call's operator self time (CPU) per family in FAMILIES, the rest as "other"."""
     from torch.profiler import ProfilerActivity, profile
 
-    net = net.to(device).train(mode == "training")
-    sched, opt = linear_schedule(), torch.optim.Adam(net.parameters(), lr=1e-4)
-    x = torch.rand(batch, cfg.in_ch, cfg.image_size, cfg.image_size, device=device) * 2 - 1
-    t = torch.randint(0, 1000, (batch,)).to(device)
-    call(net, mode, x, t, opt, sched)
+    step = setup(net, cfg, mode, batch, device)
+    step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        call(net, mode, x, t, opt, sched)
+        step()
     shares = dict.fromkeys([*FAMILIES, "other"], 0.0)
     for ev in prof.key_averages():
         name = ev.key.lower()

@@ -1,6 +1,6 @@
 """Sample images from a trained model (Ho et al. 2020, Algorithm 2, strided), optionally saving the noise.
 
-    python -m ddpm.sample --ckpt checkpoints/cifar10-cpu-cond.safetensors --n 64 --steps 100 --out grid.png  (null class: unconditional)
+    python -m ddpm.sample --ckpt checkpoints/cifar10-cpu-cond.safetensors --n 64 --steps 100 --out grid.png  # null class
     python -m ddpm.sample --ckpt CKPT --n 8 --save-maps native.npz   # the drawn noise as a noise-map file
     python -m ddpm.sample --ckpt checkpoints/cifar10-cpu-cond.safetensors --class cat --cfg 3 --n 16 --out cats.png
 """

@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))  # run as a file from anywhere: `python docs/walkt
 
 from ddpm import edits  # noqa: E402
 from ddpm.diffusion import q_sample, reverse_step, timestep_batch, x0_hat  # noqa: E402
-from ddpm.images import load_image, save_png  # noqa: E402
+from ddpm.images import load_image  # noqa: E402
 from ddpm.inversion import edit_friendly_stats, invert, map_stats  # noqa: E402
 from ddpm.models import load_model  # noqa: E402
 from ddpm.noisemap import invert_to_maps, regenerate  # noqa: E402
@@ -29,12 +29,8 @@ def heading(text: str) -> None:
 
 
 def picture(path: Path, tiles: torch.Tensor, labels: list[str], caption: str) -> None:
-    """One labelled row of images (K, 3, H, W) in [-1, 1], drawn with matplotlib (requirements-docs.txt); without
-    it, the same row as a plain PNG grid, upscaled 4x (nearest) so 32x32 images can be seen."""
-    try:
-        image_grid(path, {"": tiles}, labels, caption)
-    except ImportError:
-        save_png(path, torch.nn.functional.interpolate(tiles, scale_factor=4, mode="nearest"), nrow=len(tiles))
+    """One labelled row of images (K, 3, H, W) in [-1, 1] (`bench.figures.image_grid`)."""
+    image_grid(path, {"": tiles}, labels, caption)
 
 
 @torch.no_grad()

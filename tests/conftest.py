@@ -65,8 +65,8 @@ def cli(command: str, *args) -> Run:
     """`command` (a script's module name, `invert`, `edit`, `train`, or `ddpm.sample`, `ddpm.verify`, `bench.figures`,
     ...) run in this process through `main_guard(main, argv)`, as its command line runs it: exit code (argparse and
     user errors: 2) and captured stdout/stderr, warnings printed as Python prints them. What a command changes in the
-    process (torch's thread count, grad mode, signal handlers) is restored. `tests/test_bad_input.py` runs each command once in a
-    real process too."""
+    process (torch's thread count, grad mode, signal handlers) is restored. `tests/test_bad_input.py` runs each
+    command once in a real process too."""
     from ddpm.cli import main_guard
 
     main = importlib.import_module(command).main
