@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CKPT ?= checkpoints/cifar10-cpu-cond.safetensors
-FACES ?= checkpoints/celeba32-cpu.safetensors
+FACES ?= checkpoints/celeba64-cpu.safetensors
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)

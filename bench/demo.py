@@ -2,7 +2,7 @@
 recolor them through edit.py, and write one panel (original | reconstruction | shifted | recolored): four CIFAR-10
 test images with the CIFAR-10 model, four held-out CelebA faces with the face model.
 
-    python -m bench.demo --ckpt checkpoints/cifar10-cpu-cond.safetensors --faces-ckpt checkpoints/celeba32-cpu.safetensors
+    python -m bench.demo --ckpt checkpoints/cifar10-cpu-cond.safetensors --faces-ckpt checkpoints/celeba64-cpu.safetensors
 """
 import argparse
 import subprocess
@@ -53,7 +53,7 @@ def rows(ckpt: str, images: list[Path], out: Path, args) -> list[torch.Tensor]:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="checkpoints/cifar10-cpu-cond.safetensors")
-    p.add_argument("--faces-ckpt", default="checkpoints/celeba32-cpu.safetensors", help="'' to leave the faces out")
+    p.add_argument("--faces-ckpt", default="checkpoints/celeba64-cpu.safetensors", help="'' to leave the faces out")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--shift", type=int, nargs=2, default=[6, 0])

@@ -46,13 +46,16 @@ def save_figure(fig, path: Path) -> None:
 
 
 def image_grid(path: Path, rows: dict, col_labels: list[str], caption: str) -> None:
-    """Rows of tiles (each (K, 3, h, w) in [-1, 1]) with row and column labels, nearest-neighbour upscaled. Without
-    matplotlib (the runtime install that `make demo` uses), the same tiles as a plain PNG grid, upscaled 4x."""
+    """Rows of tiles (each (K, 3, h, w) in [-1, 1]; rows may differ in size) with row and column labels,
+    nearest-neighbour upscaled. Without matplotlib (the runtime install that `make demo` uses), the same tiles as a
+    plain PNG grid, every tile upscaled to 4x the largest."""
     try:
         p = plt()
     except ImportError:
-        tiles = torch.cat([t.detach().cpu() for t in rows.values()])
-        save_png(path, torch.nn.functional.interpolate(tiles, scale_factor=4, mode="nearest"), nrow=len(col_labels))
+        size = 4 * max(t.shape[-1] for t in rows.values())
+        tiles = torch.cat([torch.nn.functional.interpolate(t.detach().cpu(), size=(size, size), mode="nearest")
+                           for t in rows.values()])
+        save_png(path, tiles, nrow=len(col_labels))
         return
     R, K = len(rows), len(col_labels)
     fig, axes = p.subplots(R, K, figsize=(1.3 * K + 1.2, 1.3 * R + 0.8), squeeze=False)

@@ -46,7 +46,10 @@ def images(path: str, size: int, train: bool, n: int | None = None) -> tuple[Ten
 
 @torch.no_grad()
 def features(net: torch.nn.Module, x: Tensor, batch: int = 500) -> Tensor:
-    """The classifier's penultimate features (N, 512), float64: the ResNet up to its global average pool."""
+    """The classifier's penultimate features (N, 512), float64: the ResNet up to its global average pool, on the
+    32x32 images it was trained on (larger ones, e.g. 64x64 faces, are average-pooled to 32x32 first)."""
+    if x.shape[-1] != 32:
+        x = torch.nn.functional.adaptive_avg_pool2d(x, 32)
     body = torch.nn.Sequential(*list(net.children())[:-1])
     return torch.cat([body(x[k:k + batch].float()).flatten(1) for k in range(0, len(x), batch)]).double()
 

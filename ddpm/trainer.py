@@ -334,6 +334,13 @@ class Position:
     pos: int = 0
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """Data workers ignore SIGINT/SIGTERM. Ctrl-C, `pkill -f train.py` or a container stop signal the workers too; a
+    worker that died of it made the main process crash before it could save. The main process ends its workers."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def batches(train_set: Dataset, cfg: TrainConfig, world: World, at: Position):
     """Endless (x, y) batches of this process's share, advancing `at` (saved in checkpoints for exact resume)."""
     per_rank = cfg.batch // world.size
@@ -341,7 +348,8 @@ def batches(train_set: Dataset, cfg: TrainConfig, world: World, at: Position):
         sampler = ResumableSampler(len(train_set), seed_for(cfg.seed, "data"), at.epoch, at.pos * per_rank,
                                    world.rank, world.size)
         for x, y in DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=True,
-                               num_workers=cfg.workers, pin_memory=world.device.type == "cuda"):
+                               num_workers=cfg.workers, pin_memory=world.device.type == "cuda",
+                               worker_init_fn=ignore_stop_signals):
             at.pos += 1
             yield x, y
         at.epoch, at.pos = at.epoch + 1, 0

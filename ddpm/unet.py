@@ -55,6 +55,10 @@ PRESETS: dict[str, UNetConfig] = {
     # trained before that fix, record num_groups = 32 in their own config)
     "cifar10-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0, num_groups=8),
     "celeba32-cpu": UNetConfig(ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1, dropout=0.0, num_groups=8),  # for faces
+    # 3.1M, faces at 64x64: celeba32-cpu with a 32-channel 64x64 level in front (17.5 images/s per training thread,
+    # 1.5x the (1, 2, 2, 4) layout at 64x64, measured on the AMD EPYC of session 7)
+    "celeba64-cpu": UNetConfig(image_size=64, ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, dropout=0.0,
+                               num_groups=8),
     "tiny": UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), dropout=0.0),
     "cifar10-cond": UNetConfig(num_classes=10),
 }

@@ -3,6 +3,7 @@ import importlib
 import re
 
 import pytest
+import torch
 
 from conftest import ROOT, cli
 
@@ -40,3 +41,24 @@ def test_the_walkthrough_runs_and_reconstructs_exactly(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "8-bit identical: True" in text and "the hand-written one: True" in text
     assert {p.name for p in tmp_path.glob("*.png")} == {"1_forward.png", "3_maps.png", "5_edits.png"}
+
+
+def test_image_grid_takes_rows_of_different_sizes_with_and_without_matplotlib(tmp_path, monkeypatch):
+    """The demo's panel mixes 32x32 CIFAR-10 rows with 64x64 face rows: the labelled grid draws both, and the plain
+    fallback (no matplotlib) upscales every tile to 4x the largest: 2 x 3 tiles of 256 pixels (plus padding)."""
+    from PIL import Image
+
+    from bench import figures
+
+    rows = {"small": torch.zeros(3, 3, 32, 32), "large": torch.ones(3, 3, 64, 64)}
+    figures.image_grid(tmp_path / "labelled.png", rows, ["a", "b", "c"], "caption")
+    assert Image.open(tmp_path / "labelled.png").size[0] > 0
+
+    def no_matplotlib():
+        raise ImportError("matplotlib")
+
+    monkeypatch.setattr(figures, "plt", no_matplotlib)
+    figures.image_grid(tmp_path / "plain.png", rows, ["a", "b", "c"], "caption")
+    with Image.open(tmp_path / "plain.png") as im:
+        width, height = im.size
+    assert 3 * 256 <= width < 4 * 256 and 2 * 256 <= height < 3 * 256  # plus the grid's padding

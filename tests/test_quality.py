@@ -5,7 +5,8 @@ import shutil
 import pytest
 import torch
 
-from bench.quality import chroma, frechet_distance
+from bench import classifier
+from bench.quality import chroma, features, frechet_distance
 from ddpm.checkpoint import save_model
 from ddpm.unet import UNet, UNetConfig
 
@@ -30,6 +31,18 @@ def test_chroma_is_zero_for_grey_and_8_9_for_pure_red():
     grey = torch.rand(2, 1, 8, 8).expand(2, 3, 8, 8) * 2 - 1
     red = torch.tensor([1.0, -1.0, -1.0])[None, :, None, None].expand(2, 3, 8, 8)
     assert chroma(grey) == pytest.approx(0, abs=1e-12) and chroma(red) == pytest.approx(8 / 9)
+
+
+def test_features_of_a_64px_image_are_those_of_its_32px_average_pool():
+    """The classifier sees 32x32 images: a 64x64 image's features equal those of its 2x2 average pool (and differ
+    from the features the ResNet would give on the 64x64 image itself, which its global pool would also accept)."""
+    net = classifier.build().eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pooled = torch.nn.functional.avg_pool2d(x, 2)
+    assert torch.allclose(features(net, x), features(net, pooled), atol=1e-6)
+    body = torch.nn.Sequential(*list(net.children())[:-1])
+    with torch.no_grad():
+        assert not torch.allclose(body(x).flatten(1).double(), features(net, x), atol=1e-3)
 
 
 def test_the_bench_reports_every_number_of_a_card_row(tmp_path):

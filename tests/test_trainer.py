@@ -141,6 +141,24 @@ def test_killed_training_resumes_to_identical_weights(image_folder, tmp_path, si
     assert steps[0] == steps[1] and len(steps[1]) == 40
 
 
+def test_sigterm_to_the_whole_process_group_still_saves(image_folder, tmp_path):
+    """`pkill -f train.py`, Ctrl-C or a container stop signal the data workers too: with --workers 1, SIGTERM sent to
+    the process group still ends in a checkpoint at the current step and exit code 128 + 15 (workers ignore it)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), *FAST, "--data", str(image_folder), "--ckpt-every", "4",
+           "--sample-every", "0", "--out", str(out), "--steps", "400"]
+    cmd[cmd.index("--workers") + 1] = "1"
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    deadline = time.time() + 120
+    while not list(out.glob("ckpt_*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 128 + signal.SIGTERM and "continue with --resume" in err, err[-1500:]
+
+
 def test_ema_update_matches_its_formula():
     """theta_ema <- d theta_ema + (1 - d) theta, with warm-up d = min(decay, (1 + step) / (10 + step))."""
     torch.manual_seed(0)
