@@ -112,6 +112,17 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(image_folder, tmp
     assert not all(torch.equal(v, at3["model"][k]) for k, v in a["model"].items())
 
 
+def start_until_checkpoint(args: list[str], out, **popen) -> subprocess.Popen:
+    """train.py with `args` in a subprocess, returned once its first checkpoint in `out` exists (and 1 s more)."""
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, **popen)
+    deadline = time.time() + 120
+    while not list(out.glob("ckpt_*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    return p
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_training_resumes_to_identical_weights(image_folder, tmp_path, sig):
@@ -120,12 +131,7 @@ def test_killed_training_resumes_to_identical_weights(image_folder, tmp_path, si
     args = ["--data", image_folder, "--ckpt-every", "4", "--sample-every", "0"]
     train(*args, "--out", tmp_path / "a", "--steps", 40)
     out = tmp_path / "b"
-    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *FAST, *map(str, args), "--out", str(out),
-                          "--steps", "400"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list(out.glob("ckpt_*.pt")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    p = start_until_checkpoint([*FAST, *map(str, args), "--out", str(out), "--steps", "400"], out)
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
     if sig == signal.SIGTERM:
@@ -145,15 +151,10 @@ def test_sigterm_to_the_whole_process_group_still_saves(image_folder, tmp_path):
     """`pkill -f train.py`, Ctrl-C or a container stop signal the data workers too: with --workers 1, SIGTERM sent to
     the process group still ends in a checkpoint at the current step and exit code 128 + 15 (workers ignore it)."""
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), *FAST, "--data", str(image_folder), "--ckpt-every", "4",
-           "--sample-every", "0", "--out", str(out), "--steps", "400"]
-    cmd[cmd.index("--workers") + 1] = "1"
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    deadline = time.time() + 120
-    while not list(out.glob("ckpt_*.pt")) and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)
+    args = [*FAST, "--data", str(image_folder), "--ckpt-every", "4", "--sample-every", "0", "--out", str(out),
+            "--steps", "400"]
+    args[args.index("--workers") + 1] = "1"
+    p = start_until_checkpoint(args, out, start_new_session=True)
     os.killpg(p.pid, signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 128 + signal.SIGTERM and "continue with --resume" in err, err[-1500:]
