@@ -10,7 +10,8 @@ Prints, with the seeds fixed (samples are a deterministic function of --seed):
     distance from --n real --ref images to --real. Not comparable with Inception-feature FIDs.
   - mean chroma, mean over pixels of |x - mean over channels| in [-1, 1] units, of the samples and the real images.
   - held-out L_simple and bits/dim (`ddpm.vlb`) on up to 1,000 --real images evenly spaced through the set.
-  - how much of the noise's image mean the network predicts at t = 990 (`mean_error`; the colour-cast diagnosis).
+  - how much of the noise's image mean the network predicts, and the error it leaves in x0_hat's mean, at t = 990
+    down to 200 (`mean_error`: whether colour casts come from the global mean).
   - class-conditional models: class agreement, the fraction of --n-class samples (an equal number per class) that
     the classifier assigns to their class, at guidance 1 and 3, per class, with the classifier's test accuracy
     (its ceiling) beside it.
@@ -86,21 +87,28 @@ def draw(model, n: int, S: int, seed: int, labels: Tensor | None = None, w: floa
     return torch.cat(out)
 
 
+MEAN_ERROR_T = (990, 800, 600, 400, 200)
+
+
 @torch.no_grad()
-def mean_error(model, x: Tensor, t: int, seed: int) -> dict:
-    """How much of the noise's per-channel image mean the network predicts at timestep t: the std of the error of
-    eps_theta's spatial mean over the std of that mean itself (1: none of it; a good model: << 1), and the std of the
-    resulting error of x0_hat's mean, which is the first times sqrt((1 - alpha_bar_t) / alpha_bar_t)."""
+def mean_error(model, x: Tensor, ts: tuple[int, ...], seed: int) -> dict:
+    """How much of the noise's per-channel image mean the network predicts at each timestep t in ts: the std of the
+    error of eps_theta's spatial mean over the std of that mean itself (1: none of it; a good model: << 1), and the
+    std of the resulting error of x0_hat's mean (Ho et al. 2020, eq. 15), which is the first times
+    sqrt((1 - alpha_bar_t) / alpha_bar_t) / (image side): in [-1, 1] units, comparable across image sizes."""
     from ddpm.diffusion import q_sample
 
-    g = torch.Generator().manual_seed(seed)
-    eps = torch.randn(x.shape, generator=g)
-    tt = torch.full((len(x),), t)
-    eps_hat = model.eps(q_sample(x, tt, eps, model.sched), tt)
-    ab = model.sched.alpha_bar[t].item()
-    err = (eps_hat - eps).mean((2, 3))
-    return {f"eps_mean_error_ratio_t{t}": (err.std() / eps.mean((2, 3)).std()).item(),
-            f"x0_hat_mean_error_std_t{t}": (err.std() * ((1 - ab) / ab) ** 0.5).item()}
+    out = {}
+    for t in ts:
+        g = torch.Generator().manual_seed(seed)
+        eps = torch.randn(x.shape, generator=g)
+        tt = torch.full((len(x),), t)
+        eps_hat = model.eps(q_sample(x, tt, eps, model.sched), tt)
+        ab = model.sched.alpha_bar[t].item()
+        err = (eps_hat - eps).mean((2, 3))
+        out[f"eps_mean_error_ratio_t{t}"] = (err.std() / eps.mean((2, 3)).std()).item()
+        out[f"x0_hat_mean_error_std_t{t}"] = (err.std() * ((1 - ab) / ab) ** 0.5).item()
+    return out
 
 
 def class_agreement(model, net, n: int, S: int, seed: int, w: float) -> tuple[float, list[float]]:
@@ -143,7 +151,7 @@ def main(argv=None):
            "chroma_samples": chroma(samples), "chroma_real": chroma(real_x),
            **held_out(model.unet, model.sched, load_dataset(args.real, size, train=False), n=1000, batch=250,
                       generator=torch.Generator().manual_seed(args.seed)),
-           **mean_error(model, real_x[torch.linspace(0, len(real_x) - 1, 128).long()], 990, args.seed),
+           **mean_error(model, real_x[torch.linspace(0, len(real_x) - 1, 128).long()], MEAN_ERROR_T, args.seed),
            "classifier_test_accuracy": cmeta["test_accuracy"]}
     if model.unet.cfg.num_classes:
         for w in (1.0, 3.0):

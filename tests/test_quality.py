@@ -1,13 +1,15 @@
-"""bench/quality.py: the Frechet distance and chroma against closed forms, and the bench end to end on a tiny model."""
+"""bench/quality.py: the Frechet distance, chroma and the mean-error diagnosis against closed forms, and the bench end to end on a tiny model."""
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from bench import classifier
-from bench.quality import chroma, features, frechet_distance
+from bench.quality import chroma, features, frechet_distance, mean_error
 from ddpm.checkpoint import save_model
+from ddpm.schedule import linear_schedule
 from ddpm.unet import UNet, UNetConfig
 
 from conftest import ASSETS, cli
@@ -43,6 +45,23 @@ def test_features_of_a_64px_image_are_those_of_its_32px_average_pool():
     body = torch.nn.Sequential(*list(net.children())[:-1])
     with torch.no_grad():
         assert not torch.allclose(body(x).flatten(1).double(), features(net, x), atol=1e-3)
+
+
+def test_mean_error_is_0_for_the_exact_noise_and_1_for_a_network_that_predicts_none_of_it():
+    """An oracle that knows x_0 returns eps exactly, (x_t - sqrt(alpha_bar) x_0) / sqrt(1 - alpha_bar): ratio and x0_hat
+    error 0 at every t. A network that predicts eps = 0: error = -eps, ratio exactly 1, and x0_hat's mean error is
+    sqrt((1 - alpha_bar) / alpha_bar) times the std of eps's spatial mean (~1/16 for 16x16 images)."""
+    sched = linear_schedule()
+    x = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ab = lambda t: sched.alpha_bar[t].float()[:, None, None, None]
+    oracle = SimpleNamespace(sched=sched, eps=lambda x_t, t: (x_t - ab(t).sqrt() * x) / (1 - ab(t)).sqrt())
+    zero = SimpleNamespace(sched=sched, eps=lambda x_t, t: torch.zeros_like(x_t))
+    exact, none = mean_error(oracle, x, (990, 200), 0), mean_error(zero, x, (990, 200), 0)
+    assert max(abs(v) for v in exact.values()) < 1e-3
+    assert none["eps_mean_error_ratio_t990"] == pytest.approx(1) and none["eps_mean_error_ratio_t200"] == pytest.approx(1)
+    for t in (990, 200):
+        a = sched.alpha_bar[t].item()
+        assert none[f"x0_hat_mean_error_std_t{t}"] == pytest.approx(((1 - a) / a) ** 0.5 / 16, rel=0.15)
 
 
 def test_the_bench_reports_every_number_of_a_card_row(tmp_path):
