@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import classifier
-from bench.quality import chroma, features, frechet_distance, mean_error
+from bench.quality import chroma, features, frechet_distance, image_mean_spread, mean_error
 from ddpm.checkpoint import save_model
 from ddpm.schedule import linear_schedule
 from ddpm.unet import UNet, UNetConfig
@@ -33,6 +33,15 @@ def test_chroma_is_zero_for_grey_and_8_9_for_pure_red():
     grey = torch.rand(2, 1, 8, 8).expand(2, 3, 8, 8) * 2 - 1
     red = torch.tensor([1.0, -1.0, -1.0])[None, :, None, None].expand(2, 3, 8, 8)
     assert chroma(grey) == pytest.approx(0, abs=1e-12) and chroma(red) == pytest.approx(8 / 9)
+
+
+def test_image_mean_spread_is_the_std_of_the_per_image_levels_and_ignores_texture():
+    """Images that are a constant level v_i plus zero-mean texture: the spread is std(v_i) in every channel (0.5 for
+    levels -0.5, 0, 0.5), whatever the texture; a set of images with one level has spread 0."""
+    levels = torch.tensor([-0.5, 0.0, 0.5])[:, None, None, None]
+    texture = torch.tensor([[0.3, -0.3], [-0.3, 0.3]]).repeat(4, 4)  # zero mean over the 8x8 image
+    assert image_mean_spread(levels + texture.expand(3, 3, 8, 8)) == pytest.approx(0.5)
+    assert image_mean_spread(0.2 + texture.expand(3, 3, 8, 8)) == pytest.approx(0, abs=1e-12)
 
 
 def test_features_of_a_64px_image_are_those_of_its_32px_average_pool():
@@ -79,6 +88,7 @@ def test_the_bench_reports_every_number_of_a_card_row(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     q = json.loads((tmp_path / "q.json").read_text())
     assert {"frechet_distance", "frechet_floor", "chroma_samples", "chroma_real", "eval_loss", "bits_per_dim",
-            "class_agreement_cfg1", "class_agreement_cfg3", "classifier_test_accuracy"} <= set(q)
+            "class_agreement_cfg1", "class_agreement_cfg3", "classifier_test_accuracy", "image_mean_spread_samples",
+            "eps_mean_error_ratio_t800"} <= set(q)
     assert q["frechet_floor"] == pytest.approx(0, abs=1e-3)  # --ref = --real: a set against itself (rank 9)
     assert q["frechet_distance"] > 1 and 0 <= q["class_agreement_cfg3"] <= 1 and len(q["sha256"]) == 64
