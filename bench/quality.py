@@ -103,10 +103,9 @@ def mean_error(model, x: Tensor, ts: tuple[int, ...], seed: int) -> dict:
     error of eps_theta's spatial mean over the std of that mean itself (1: none of it; a good model: << 1), and the
     std of the resulting error of x0_hat's mean (Ho et al. 2020, eq. 15), which is the first times
     sqrt((1 - alpha_bar_t) / alpha_bar_t) / (image side): in [-1, 1] units, comparable across image sizes."""
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))  # the same noise at every t
     out = {}
     for t in ts:
-        g = torch.Generator().manual_seed(seed)
-        eps = torch.randn(x.shape, generator=g)
         tt = torch.full((len(x),), t)
         eps_hat = model.eps(q_sample(x, tt, eps, model.sched), tt)
         ab = model.sched.alpha_bar[t].item()

@@ -1,4 +1,5 @@
-"""bench/quality.py: the Frechet distance, chroma and the mean-error diagnosis against closed forms, and the bench end to end on a tiny model."""
+"""bench/quality.py: the Frechet distance, chroma, image-mean spread and mean-error diagnosis against closed forms,
+and the bench end to end on a tiny model."""
 import json
 import shutil
 from types import SimpleNamespace
