@@ -17,6 +17,8 @@ from .schedule import Schedule, Steps, at
 # eps_model(x_t, t) -> eps, with t a (B,) int64 tensor of training timesteps.
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 Mean = Literal["ddpm", "ddim"]
+LossWeight = Literal["simple", "p2", "min-snr"]
+LOSS_WEIGHTS: tuple[str, ...] = ("simple", "p2", "min-snr")
 
 
 def q_sample(x0: Tensor, t: Tensor, eps: Tensor, sched: Schedule) -> Tensor:
@@ -32,6 +34,28 @@ def loss_simple(eps_model: EpsModel, x0: Tensor, sched: Schedule, *, t: Tensor, 
     """
     eps_hat = eps_model(q_sample(x0, t, eps, sched), t)
     return (eps_hat.to(eps.dtype) - eps).pow(2).flatten(1).mean(1)  # a bfloat16 (autocast) prediction is cast up
+
+
+def loss_weight(name: LossWeight, t: Tensor, sched: Schedule) -> Tensor:
+    """lambda_t, the weight of each image's L_simple at its timestep t (B,); SNR_t = alpha_bar_t / (1 - alpha_bar_t).
+
+    simple:  lambda_t = 1 (Ho et al. 2020, eq. 14).
+    p2:      lambda_t = 1 / (k + SNR_t)^gamma with k = 1, gamma = 1, which is 1 - alpha_bar_t (Choi et al. 2022, eq. 8).
+    min-snr: lambda_t = min(SNR_t, gamma) / SNR_t with gamma = 5, the eps-prediction form of Min-SNR-gamma
+             (Hang et al. 2023, sec. 3.4).
+    Computed in float64 from the schedule, returned as float32 (B,).
+    """
+    alpha_bar_t = sched.alpha_bar.to(t.device)[t]
+    snr_t = alpha_bar_t / (1.0 - alpha_bar_t)
+    if name == "simple":
+        lam = torch.ones_like(snr_t)
+    elif name == "p2":
+        lam = 1.0 / (1.0 + snr_t)
+    elif name == "min-snr":
+        lam = snr_t.clamp(max=5.0) / snr_t
+    else:
+        raise ValueError(f"unknown loss weighting {name!r}; choose from {', '.join(LOSS_WEIGHTS)}")
+    return lam.float()
 
 
 def x0_hat(x_t: Tensor, eps: Tensor, alpha_bar_t: Tensor, clip: bool) -> Tensor:

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from ddpm.diffusion import ddim_mean, draw_zs, loss_simple, mu_t, posterior_mean, q_sample, reverse_step, sample, x0_hat
+from ddpm.diffusion import (ddim_mean, draw_zs, loss_simple, loss_weight, mu_t, posterior_mean, q_sample, reverse_step,
+                            sample, x0_hat)
 from ddpm.schedule import at, make_steps, strided_timesteps
 
 from conftest import seeded_unet
@@ -31,6 +32,21 @@ def test_loss_simple_is_the_mean_squared_eps_error(sched):
         torch.testing.assert_close(loss_simple(model, x0, sched, t=t, eps=eps), expected)
         oracle = lambda x_t, t_: eps  # noqa: E731  a perfect predictor has zero loss
         assert loss_simple(oracle, x0, sched, t=t, eps=eps).abs().max() == 0
+
+
+def test_loss_weights_are_their_closed_forms(sched):
+    """simple = 1; p2 (k = 1, gamma = 1) = 1 / (1 + SNR_t) = 1 - alpha_bar_t; min-snr (gamma = 5) = 1 while SNR_t <= 5
+    and 5 / SNR_t above, so lambda_t SNR_t = min(SNR_t, 5); an unknown name is refused."""
+    t = torch.arange(sched.T)
+    ab = sched.alpha_bar
+    snr = ab / (1 - ab)
+    assert (loss_weight("simple", t, sched) == 1).all()
+    torch.testing.assert_close(loss_weight("p2", t, sched), (1 - ab).float())
+    lam = loss_weight("min-snr", t, sched).double()
+    torch.testing.assert_close(lam * snr, snr.clamp(max=5.0), rtol=1e-6, atol=0)
+    assert lam.min() < 0.01 and (lam[snr <= 5] == 1).all() and 0 < (snr > 5).sum() < 200  # only the first t's differ
+    with pytest.raises(ValueError, match="choose from simple, p2, min-snr"):
+        loss_weight("l1", t, sched)
 
 
 @pytest.mark.parametrize("clip", [False, True])
