@@ -45,17 +45,21 @@ def training_loss(name: LossWeight, eps_model: EpsModel, x0: Tensor, sched: Sche
                   eps: Tensor) -> Tensor:
     """The per-image training loss (B,): L_simple with the weighting `name` (see `loss_weight` for simple, p2, min-snr).
 
-    mean: L_simple with the error's per-channel image mean counted (1 + w) times instead of once, w = H W / 64 - 1,
-    so the image mean weighs as much as in an 8x8 image. With e = e_bar + (e - e_bar), e_bar the spatial mean,
-    ||e||^2 = ||e - e_bar||^2 + H W sum_c e_bar_c^2, the two parts being orthogonal, the loss is
-    L_simple + w mean_c(e_bar_c^2); each part is minimised by the same conditional mean E[eps | x_t], so the optimum
-    eps_theta is that of L_simple (eq. 14), only the share of the gradient that the image mean gets is larger.
+    mean: L_simple with the error's per-channel image mean e_bar counted (1 + w_t) times instead of once. With
+    e = e_bar + (e - e_bar), ||e||^2 = ||e - e_bar||^2 + H W sum_c e_bar_c^2 (orthogonal parts), the loss is
+    L_simple + w_t mean_c(e_bar_c^2). Each part is minimised by the same conditional mean E[eps | x_t], so the optimum
+    eps_theta is that of L_simple (eq. 14); only the image mean's share of the gradient grows, where it can be
+    predicted: w_t = (H W / 64 - 1) / (1 + SNR_t H W / 16). The first factor weighs the image mean as in an 8x8 image;
+    the second is the share of x_t's image mean that is noise, for images whose channel means spread with std 1/4
+    (held-out faces: 0.24), the image mean's SNR being SNR_t H W / 16: ~1 at large t, ~0 once the mean is visible.
     """
     e = eps_error(eps_model, x0, sched, t=t, eps=eps)
     per_image = e.pow(2).flatten(1).mean(1)
     if name == "mean":
-        w = e.shape[-2] * e.shape[-1] / 64 - 1
-        return per_image + w * e.mean((2, 3)).pow(2).mean(1)
+        HW = e.shape[-2] * e.shape[-1]
+        alpha_bar_t = sched.alpha_bar.to(t.device)[t]
+        w_t = ((HW / 64 - 1) / (1 + alpha_bar_t / (1 - alpha_bar_t) * HW / 16)).to(e.dtype)
+        return per_image + w_t * e.mean((2, 3)).pow(2).mean(1)
     return loss_weight(name, t, sched) * per_image
 
 
