@@ -17,8 +17,8 @@ from .schedule import Schedule, Steps, at
 # eps_model(x_t, t) -> eps, with t a (B,) int64 tensor of training timesteps.
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 Mean = Literal["ddpm", "ddim"]
-LossWeight = Literal["simple", "p2", "min-snr", "mean"]
-LOSS_WEIGHTS: tuple[str, ...] = ("simple", "p2", "min-snr", "mean")
+LossWeight = Literal["simple", "p2", "min-snr"]
+LOSS_WEIGHTS: tuple[str, ...] = ("simple", "p2", "min-snr")
 
 
 def q_sample(x0: Tensor, t: Tensor, eps: Tensor, sched: Schedule) -> Tensor:
@@ -32,35 +32,8 @@ def loss_simple(eps_model: EpsModel, x0: Tensor, sched: Schedule, *, t: Tensor, 
 
     Returns the per-image mean over pixels, shape (B,); t (B,) and eps like x0 are given explicitly.
     """
-    return eps_error(eps_model, x0, sched, t=t, eps=eps).pow(2).flatten(1).mean(1)
-
-
-def eps_error(eps_model: EpsModel, x0: Tensor, sched: Schedule, *, t: Tensor, eps: Tensor) -> Tensor:
-    """eps_theta(x_t, t) - eps at x_t = q_sample(x0, t, eps), like x0 (the residual L_simple squares)."""
     eps_hat = eps_model(q_sample(x0, t, eps, sched), t)
-    return eps_hat.to(eps.dtype) - eps  # a bfloat16 (autocast) prediction is cast up
-
-
-def training_loss(name: LossWeight, eps_model: EpsModel, x0: Tensor, sched: Schedule, *, t: Tensor,
-                  eps: Tensor) -> Tensor:
-    """The per-image training loss (B,): L_simple with the weighting `name` (see `loss_weight` for simple, p2, min-snr).
-
-    mean: L_simple with the error's per-channel image mean e_bar counted (1 + w_t) times instead of once. With
-    e = e_bar + (e - e_bar), ||e||^2 = ||e - e_bar||^2 + H W sum_c e_bar_c^2 (orthogonal parts), the loss is
-    L_simple + w_t mean_c(e_bar_c^2). Each part is minimised by the same conditional mean E[eps | x_t], so the optimum
-    eps_theta is that of L_simple (eq. 14); only the image mean's share of the gradient grows, where it can be
-    predicted: w_t = (H W / 64 - 1) / (1 + SNR_t H W / 16). The first factor weighs the image mean as in an 8x8 image;
-    the second is the share of x_t's image mean that is noise, for images whose channel means spread with std 1/4
-    (held-out faces: 0.24), the image mean's SNR being SNR_t H W / 16: ~1 at large t, ~0 once the mean is visible.
-    """
-    e = eps_error(eps_model, x0, sched, t=t, eps=eps)
-    per_image = e.pow(2).flatten(1).mean(1)
-    if name == "mean":
-        HW = e.shape[-2] * e.shape[-1]
-        alpha_bar_t = sched.alpha_bar.to(t.device)[t]
-        w_t = ((HW / 64 - 1) / (1 + alpha_bar_t / (1 - alpha_bar_t) * HW / 16)).to(e.dtype)
-        return per_image + w_t * e.mean((2, 3)).pow(2).mean(1)
-    return loss_weight(name, t, sched) * per_image
+    return (eps_hat.to(eps.dtype) - eps).pow(2).flatten(1).mean(1)  # a bfloat16 (autocast) prediction is cast up
 
 
 def loss_weight(name: LossWeight, t: Tensor, sched: Schedule) -> Tensor:
@@ -70,12 +43,11 @@ def loss_weight(name: LossWeight, t: Tensor, sched: Schedule) -> Tensor:
     p2:      lambda_t = 1 / (k + SNR_t)^gamma with k = 1, gamma = 1, which is 1 - alpha_bar_t (Choi et al. 2022, eq. 8).
     min-snr: lambda_t = min(SNR_t, gamma) / SNR_t with gamma = 5, the eps-prediction form of Min-SNR-gamma
              (Hang et al. 2023, sec. 3.4).
-    mean:    lambda_t = 1 (it weights the image mean instead, see `training_loss`).
     Computed in float64 from the schedule, returned as float32 (B,).
     """
     alpha_bar_t = sched.alpha_bar.to(t.device)[t]
     snr_t = alpha_bar_t / (1.0 - alpha_bar_t)
-    if name in ("simple", "mean"):
+    if name == "simple":
         lam = torch.ones_like(snr_t)
     elif name == "p2":
         lam = 1.0 / (1.0 + snr_t)

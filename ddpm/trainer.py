@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import LINEAR, CheckpointError, load_training_checkpoint, save_model
 from .data import ResumableSampler, load_dataset
-from .diffusion import LOSS_WEIGHTS, training_loss
+from .diffusion import LOSS_WEIGHTS, loss_simple, loss_weight
 from .evaluate import held_out, sample_grid
 from .files import atomic_write
 from .images import save_png
@@ -55,7 +55,7 @@ class TrainConfig:
     warmup: int = flag(5000, "linear learning-rate warm-up steps")
     grad_clip: float = flag(1.0, "clip the gradient norm to this")
     ema_decay: float = flag(0.9999, "EMA decay (with warm-up, see ema_decay_at)")
-    loss: str = flag("simple", f"weighting of L_simple: {', '.join(LOSS_WEIGHTS)} (see diffusion.training_loss)")
+    loss: str = flag("simple", f"weighting of L_simple over t: {', '.join(LOSS_WEIGHTS)} (see diffusion.loss_weight)")
     seed: int = flag(0, "every random stream derives from it (seed_for)")
     # milestones
     out: str = flag("runs/default", "run folder: checkpoints, ema.safetensors, log.jsonl, sample grids")
@@ -211,8 +211,8 @@ class TrainLoop:
         log(self.out, self.world, f"resumed from {ckpts[-1]} at step {self.step}")
 
     def forward_backward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """L_simple (Ho et al. eq. 14), weighted by --loss (diffusion.training_loss), on a randomly flipped batch at
-        uniform t, with label dropout; backward."""
+        """L_simple (Ho et al. eq. 14), weighted over t by --loss, on a randomly flipped batch at uniform t, with label
+        dropout; backward."""
         B, dev = x.shape[0], self.world.device
         flip = torch.rand(B, generator=self.gen) < 0.5  # random horizontal flip (Ho et al. sec. 4)
         x = torch.where(flip[:, None, None, None], x.flip(3), x).to(dev, non_blocking=True)
@@ -226,7 +226,8 @@ class TrainLoop:
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            loss = training_loss(self.cfg.loss, eps_model, x, self.sched, t=t, eps=eps).mean()
+            lam = loss_weight(self.cfg.loss, t, self.sched)
+            loss = (lam * loss_simple(eps_model, x, self.sched, t=t, eps=eps)).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         return loss
