@@ -12,7 +12,8 @@ Prints, with the seeds fixed (samples are a deterministic function of --seed):
     and the spread of their image means (`image_mean_spread`).
   - held-out L_simple and bits/dim (`ddpm.vlb`) on up to 1,000 --real images evenly spaced through the set.
   - how much of the noise's image mean the network predicts, and the error it leaves in x0_hat's mean, at t = 990
-    down to 200 (`mean_error`: whether colour casts come from the global mean).
+    down to 200 (`mean_error`: whether colour casts come from the global mean), and how its predicted image mean
+    responds to x_t's against the exact posterior's response (`mean_gain`).
   - class-conditional models: class agreement, the fraction of --n-class samples (an equal number per class) that
     the classifier assigns to their class, at guidance 1 and 3, per class, with the classifier's test accuracy
     (its ceiling) beside it.
@@ -115,6 +116,30 @@ def mean_error(model, x: Tensor, ts: tuple[int, ...], seed: int) -> dict:
     return out
 
 
+@torch.no_grad()
+def mean_gain(model, x: Tensor, ts: tuple[int, ...], seed: int, c: float = 0.05) -> dict:
+    """The network's response to the image mean of x_t, at each t in ts: a constant c added to one channel of x_t
+    (x_t ~ q(x_t | x), Ho et al. 2020, eq. 4) changes eps_theta's mean over that channel by gain * c (averaged over the
+    channels and images). Beside it the gain of the exact E[mean(eps) | mean(x_t)] for image means that spread like
+    x's (per-channel variance V): Cov / Var = sqrt(1 - ab) / (H W ab V + 1 - ab), ab = alpha_bar_t: ~1 while the
+    noise hides the image mean, ~0 once the mean is visible. A network whose gain does not follow it with t lets the
+    sampler's image means drift (colour casts)."""
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    V = x.double().mean((2, 3)).var(0).mean().item()
+    HW = x.shape[-2] * x.shape[-1]
+    out = {}
+    for t in ts:
+        tt = torch.full((len(x),), t)
+        x_t = q_sample(x, tt, eps, model.sched)
+        base = model.eps(x_t, tt).mean((2, 3))  # (B, C)
+        gains = [(model.eps(x_t + c * torch.eye(x.shape[1])[k].view(1, -1, 1, 1), tt).mean((2, 3))[:, k]
+                  - base[:, k]).mean().item() / c for k in range(x.shape[1])]
+        ab = model.sched.alpha_bar[t].item()
+        out[f"mean_gain_t{t}"] = sum(gains) / len(gains)
+        out[f"mean_gain_exact_t{t}"] = (1 - ab) ** 0.5 / (HW * ab * V + 1 - ab)
+    return out
+
+
 def class_agreement(model, net, n: int, S: int, seed: int, w: float) -> tuple[float, list[float]]:
     """Fraction of class-conditional samples the classifier assigns to their class: overall, per class."""
     k = len(CIFAR10_CLASSES)
@@ -149,6 +174,7 @@ def main(argv=None):
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)
     f_real = features(net, real_x)
+    probe_x = real_x[torch.linspace(0, len(real_x) - 1, 128).long()]
     out = {"ckpt": args.ckpt, "sha256": model.sha256, "steps": args.steps, "n": args.n, "real_images": len(real_x),
            "frechet_distance": frechet_distance(features(net, samples), f_real),
            "frechet_floor": frechet_distance(features(net, ref_x), f_real),
@@ -156,7 +182,7 @@ def main(argv=None):
            "image_mean_spread_samples": image_mean_spread(samples), "image_mean_spread_real": image_mean_spread(real_x),
            **held_out(model.unet, model.sched, load_dataset(args.real, size, train=False), n=1000, batch=250,
                       generator=torch.Generator().manual_seed(args.seed)),
-           **mean_error(model, real_x[torch.linspace(0, len(real_x) - 1, 128).long()], MEAN_ERROR_T, args.seed),
+           **mean_error(model, probe_x, MEAN_ERROR_T, args.seed), **mean_gain(model, probe_x, MEAN_ERROR_T, args.seed),
            "classifier_test_accuracy": cmeta["test_accuracy"]}
     if model.unet.cfg.num_classes:
         for w in (1.0, 3.0):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import classifier
-from bench.quality import chroma, features, frechet_distance, image_mean_spread, mean_error
+from bench.quality import chroma, features, frechet_distance, image_mean_spread, mean_error, mean_gain
 from ddpm.checkpoint import save_model
 from ddpm.schedule import linear_schedule
 from ddpm.unet import UNet, UNetConfig
@@ -72,6 +72,24 @@ def test_mean_error_is_0_for_the_exact_noise_and_1_for_a_network_that_predicts_n
     for t in (990, 200):
         a = sched.alpha_bar[t].item()
         assert none[f"x0_hat_mean_error_std_t{t}"] == pytest.approx(((1 - a) / a) ** 0.5 / 16, rel=0.15)
+
+
+def test_mean_gain_is_the_slope_of_the_predicted_image_mean():
+    """eps_theta = k x_t has gain k at every t; a network that removes each channel's spatial mean has gain 0; the
+    exact posterior's gain is sqrt(1 - ab) / (HW ab V + 1 - ab): > 0.98 at t = 990 and < 0.05 at t = 200 for 16x16
+    images whose means spread with std ~0.3."""
+    sched = linear_schedule()
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(32, 3, 1, 1, generator=g) - 0.5) + 0.3 * torch.randn(32, 3, 16, 16, generator=g)
+    scaled = SimpleNamespace(sched=sched, eps=lambda x_t, t: 0.7 * x_t)
+    flat = SimpleNamespace(sched=sched, eps=lambda x_t, t: x_t - x_t.mean((2, 3), keepdim=True))
+    a, b = mean_gain(scaled, x, (990, 200), 0), mean_gain(flat, x, (990, 200), 0)
+    V = x.double().mean((2, 3)).var(0).mean().item()
+    for t in (990, 200):
+        ab = sched.alpha_bar[t].item()
+        assert a[f"mean_gain_t{t}"] == pytest.approx(0.7, rel=1e-4) and abs(b[f"mean_gain_t{t}"]) < 1e-4
+        assert a[f"mean_gain_exact_t{t}"] == pytest.approx((1 - ab) ** 0.5 / (256 * ab * V + 1 - ab))
+    assert a["mean_gain_exact_t990"] > 0.98 and a["mean_gain_exact_t200"] < 0.05
 
 
 def test_the_bench_reports_every_number_of_a_card_row(tmp_path):
