@@ -55,7 +55,8 @@ class TrainConfig:
     warmup: int = flag(5000, "linear learning-rate warm-up steps")
     grad_clip: float = flag(1.0, "clip the gradient norm to this")
     ema_decay: float = flag(0.9999, "EMA decay (with warm-up, see ema_decay_at)")
-    loss: str = flag("simple", f"weighting of L_simple over t: {', '.join(LOSS_WEIGHTS)} (see diffusion.loss_weight)")
+    loss: str = flag("simple", f"weighting of L_simple over t: {', '.join(LOSS_WEIGHTS)} (diffusion.loss_weight; "
+                               "the logged loss is the weighted one, the held-out figures stay L_simple)")
     seed: int = flag(0, "every random stream derives from it (seed_for)")
     # milestones
     out: str = flag("runs/default", "run folder: checkpoints, ema.safetensors, log.jsonl, sample grids")
