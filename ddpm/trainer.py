@@ -212,22 +212,20 @@ class TrainLoop:
         log(self.out, self.world, f"resumed from {ckpts[-1]} at step {self.step}")
 
     def forward_backward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """L_simple (Ho et al. eq. 14), weighted over t by --loss, on a randomly flipped batch at uniform t, with label
-        dropout; backward."""
+        """L_simple (Ho et al. eq. 14) weighted by --loss, on a flipped batch at uniform t, label dropout; backward."""
         B, dev = x.shape[0], self.world.device
         flip = torch.rand(B, generator=self.gen) < 0.5  # random horizontal flip (Ho et al. sec. 4)
         x = torch.where(flip[:, None, None, None], x.flip(3), x).to(dev, non_blocking=True)
         t = torch.randint(0, self.sched.T, (B,), generator=self.gen).to(dev)
+        lam = loss_weight(self.cfg.loss, t, self.sched)  # (B,)
         eps = torch.randn(x.shape, generator=self.gen).to(dev)
         eps_model = net
         if self.model.cfg.num_classes:
             drop = torch.rand(B, generator=self.gen) < self.cfg.p_uncond
             y = torch.where(drop, torch.full_like(y, self.model.cfg.num_classes), y).to(dev)
             eps_model = lambda x_t, t_: net(x_t, t_, y)  # noqa: E731
-        if dev.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last) if dev.type == "cuda" else x
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            lam = loss_weight(self.cfg.loss, t, self.sched)
             loss = (lam * loss_simple(eps_model, x, self.sched, t=t, eps=eps)).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
