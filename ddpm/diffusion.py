@@ -6,7 +6,7 @@ same `x0_hat`, `mu_t` and `reverse_step`, so they cannot drift apart.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterator, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from .schedule import Schedule, Steps, at
 EpsModel = Callable[[Tensor, Tensor], Tensor]
 Mean = Literal["ddpm", "ddim"]
 LossWeight = Literal["simple", "p2", "min-snr"]
-LOSS_WEIGHTS: tuple[str, ...] = ("simple", "p2", "min-snr")
+LOSS_WEIGHTS: tuple[str, ...] = get_args(LossWeight)
 
 
 def q_sample(x0: Tensor, t: Tensor, eps: Tensor, sched: Schedule) -> Tensor:
