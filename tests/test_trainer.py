@@ -55,6 +55,17 @@ def image_folder(tmp_path_factory):
     return root
 
 
+KILL_ARGS = ["--ckpt-every", "4", "--sample-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_40(image_folder, tmp_path_factory):
+    """40 steps in one go: the kill tests' reference and the overfitting test's log."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train("--data", image_folder, *KILL_ARGS, "--out", out, "--steps", 40)
+    return out
+
+
 def weights(out):
     return load_training_checkpoint(sorted(out.glob("ckpt_*.pt"))[-1])
 
@@ -91,11 +102,10 @@ def test_image_folder_trains_and_logs_progress(image_folder, tmp_path):
     assert final["step"] == 3 and np.isfinite(final["bits_per_dim"]) and final["bits_per_dim_ci95"] > 0
 
 
-def test_loss_decreases_when_overfitting_a_few_images(image_folder, tmp_path):
-    """L_simple on 9 real images: the mean of the last 15 logged losses < 60% of the first 15."""
-    train("--data", image_folder, "--out", tmp_path / "run", "--steps", 80, "--eval-images", 1)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
-              if '"loss"' in line]
+def test_loss_decreases_when_overfitting_a_few_images(uninterrupted_40):
+    """L_simple on 9 real images, 40 steps: the mean of the last 15 logged losses < 60% of the first 15."""
+    losses = [r["loss"] for r in map(json.loads, (uninterrupted_40 / "log.jsonl").read_text().splitlines())
+              if "loss" in r]
     assert np.mean(losses[-15:]) < 0.6 * np.mean(losses[:15])
 
 
@@ -138,11 +148,10 @@ def start_until_checkpoint(args: list[str], out, **popen) -> subprocess.Popen:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_training_resumes_to_identical_weights(image_folder, tmp_path, sig):
+def test_killed_training_resumes_to_identical_weights(image_folder, uninterrupted_40, tmp_path, sig):
     """A run killed mid-way (SIGTERM: saves on the spot; SIGKILL: loses the steps since the last checkpoint)
     and resumed ends with the same weights as an uninterrupted run."""
-    args = ["--data", image_folder, "--ckpt-every", "4", "--sample-every", "0"]
-    train(*args, "--out", tmp_path / "a", "--steps", 40)
+    args = ["--data", image_folder, *KILL_ARGS]
     out = tmp_path / "b"
     p = start_until_checkpoint([*FAST, *map(str, args), "--out", str(out), "--steps", "400"], out)
     p.send_signal(sig)
@@ -152,11 +161,11 @@ def test_killed_training_resumes_to_identical_weights(image_folder, tmp_path, si
     stopped = weights(out)["step"]
     assert 0 < stopped < 40, stopped
     train(*args, "--out", out, "--steps", 40, "--resume")
-    a, b = weights(tmp_path / "a"), weights(out)
+    a, b = weights(uninterrupted_40), weights(out)
     assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
     # the log holds one record per step, as the uninterrupted run's: the killed run's records after its checkpoint go
     steps = [[(r["step"], r["loss"]) for r in map(json.loads, (d / "log.jsonl").read_text().splitlines()) if "loss" in r]
-             for d in (tmp_path / "a", out)]
+             for d in (uninterrupted_40, out)]
     assert steps[0] == steps[1] and len(steps[1]) == 40
 
 
