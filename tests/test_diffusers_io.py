@@ -37,9 +37,10 @@ def diffusers_folder(tmp_path, preset: str, seed: int = 0):
     return tmp_path / "pipe", unet
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-8-groups", "cifar10", "celebahq256-narrow"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-8-groups", "celeba64-cpu", "cifar10", "celebahq256-narrow"])
 def test_eps_matches_diffusers_unet2dmodel(tmp_path, preset):
-    """Same random weights, inputs and timesteps: our eps equals UNet2DModel's to 1e-5 (float32)."""
+    """Same random weights, inputs and timesteps: our eps equals UNet2DModel's to 1e-5 (float32); celeba64-cpu is the
+    one-group (norm_num_groups = 1) layout."""
     folder, ref = diffusers_folder(tmp_path, preset)
     ours = load_model(folder).unet
     size = CONFIGS[preset].image_size
