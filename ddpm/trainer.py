@@ -256,14 +256,17 @@ class TrainLoop:
                                               batch=min(256, self.cfg.batch), generator=g, device=self.world.device)}
 
     def milestones(self, stop: Stop) -> None:
-        """After a step: checkpoint (also on a signal), sample grid, held-out figures, as scheduled."""
+        """After a step: checkpoint, sample grid, held-out figures, as scheduled; then a checkpoint if a signal came,
+        also during the grid or the figures (minutes at 64x64), so a stop never loses the step."""
         cfg, step = self.cfg, self.step
-        if step % cfg.ckpt_every == 0 or stop.signum:
+        if step % cfg.ckpt_every == 0:
             self.save()
         if not self.world.rank and cfg.sample_every and step % cfg.sample_every == 0:
             self.samples()
         if not self.world.rank and cfg.eval_every and step % cfg.eval_every == 0:
             log(self.out, self.world, self.evaluate())
+        if stop.signum and step % cfg.ckpt_every:
+            self.save()
 
     def run(self) -> None:
         cfg = self.cfg

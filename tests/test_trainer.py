@@ -169,6 +169,29 @@ def test_killed_training_resumes_to_identical_weights(image_folder, uninterrupte
     assert steps[0] == steps[1] and len(steps[1]) == 40
 
 
+def test_a_signal_during_the_held_out_figures_still_saves_that_step(image_folder, tmp_path, monkeypatch):
+    """SIGTERM that arrives while the held-out figures of step 2 are computed (minutes at 64x64; checkpoints are due
+    every 100 steps): the run still saves step 2 and exits 128 + 15, and --resume continues from step 2."""
+    from ddpm.trainer import TrainLoop
+
+    evaluate = TrainLoop.evaluate
+
+    def evaluate_then_signal(self):
+        result = evaluate(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(TrainLoop, "evaluate", evaluate_then_signal)
+    args = ["--data", image_folder, "--out", tmp_path / "run", "--ckpt-every", 100, "--sample-every", 0,
+            "--eval-every", 2, "--eval-images", 1]
+    r = train(*args, "--steps", 400, check=False)
+    assert r.returncode == 128 + signal.SIGTERM and "continue with --resume" in r.stderr, r.stderr[-1500:]
+    assert [p.name for p in (tmp_path / "run").glob("ckpt_*.pt")] == ["ckpt_00000002.pt"]
+    monkeypatch.setattr(TrainLoop, "evaluate", evaluate)
+    train(*args, "--steps", 3, "--resume")
+    assert weights(tmp_path / "run")["step"] == 3
+
+
 def test_sigterm_to_the_whole_process_group_still_saves(image_folder, tmp_path):
     """`pkill -f train.py`, Ctrl-C or a container stop signal the data workers too: with --workers 1, SIGTERM sent to
     the process group still ends in a checkpoint at the current step and exit code 128 + 15 (workers ignore it)."""
