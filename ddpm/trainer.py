@@ -167,8 +167,7 @@ class TrainLoop:
             raise ValueError(f"{cfg.data}: {len(train_set)} training images, fewer than --batch {cfg.batch}")
         self.cfg, self.world, self.crop = cfg, world, crop
         self.train_set, self.eval_set, self.out = train_set, eval_set, Path(cfg.out)
-        self.sched = linear_schedule()
-        self.model = model.to(world.device)
+        self.sched, self.model = linear_schedule(), model.to(world.device)
         if world.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -200,9 +199,8 @@ class TrainLoop:
         if ck.get("config", {}).get("unet") != self.model.cfg.to_dict():
             raise CheckpointError(f"{ckpts[-1]}: was trained with UNet config {ck.get('config', {}).get('unet')}, "
                                   f"not --preset {self.cfg.preset}; use the same preset or another --out")
-        self.model.load_state_dict(ck["model"])
-        self.ema.load_state_dict(ck["ema"])
-        self.opt.load_state_dict(ck["opt"])
+        for part, state in (("model", self.model), ("ema", self.ema), ("opt", self.opt)):
+            state.load_state_dict(ck[part])
         self.step, self.at = ck["step"], Position(ck["epoch"], ck["pos"])
         self.gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
@@ -256,8 +254,7 @@ class TrainLoop:
                                               batch=min(256, self.cfg.batch), generator=g, device=self.world.device)}
 
     def milestones(self, stop: Stop) -> None:
-        """After a step: checkpoint, sample grid, held-out figures, as scheduled; then a checkpoint if a signal came,
-        also during the grid or the figures (minutes at 64x64), so a stop never loses the step."""
+        """After a step: checkpoint, sample grid, held-out figures as scheduled; a signal, also during those, saves."""
         cfg, step = self.cfg, self.step
         if step % cfg.ckpt_every == 0:
             self.save()
