@@ -32,7 +32,8 @@ class UNetConfig:
     # GroupNorm groups. Ho et al. use 32 at 128 channels (4 per group). With 32 channels, 32 groups normalise each
     # channel on its own and erase its spatial mean, so the network cannot pass the image mean through; at high t
     # x0_hat then amplifies that missing mean by 1/sqrt(alpha_bar_t) into saturated colours. Keep >= 2 per group;
-    # every group still removes the mean of its channels' average, so fewer groups pass more (celeba64-cpu: 1).
+    # every group still removes the mean of its channels' average, so fewer groups pass more (celeba64-cpu: one
+    # group of 32 channels).
     num_groups: int = 32
 
     def __post_init__(self):
