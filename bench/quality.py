@@ -174,7 +174,8 @@ def main(argv=None):
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)
     f_real = features(net, real_x)
-    probe_x = real_x[torch.linspace(0, len(real_x) - 1, min(128, len(real_x))).long()]  # up to 128 distinct held-out images
+    # up to 128 distinct held-out images, spread over the set
+    probe_x = real_x[torch.linspace(0, len(real_x) - 1, min(128, len(real_x))).long()]
     out = {"ckpt": args.ckpt, "sha256": model.sha256, "steps": args.steps, "n": args.n, "real_images": len(real_x),
            "frechet_distance": frechet_distance(features(net, samples), f_real),
            "frechet_floor": frechet_distance(features(net, ref_x), f_real),
