@@ -123,20 +123,26 @@ def mean_gain(model, x: Tensor, ts: tuple[int, ...], seed: int, c: float = 0.05)
     channels and images). Beside it the gain of the exact E[mean(eps) | mean(x_t)] for image means that spread like
     x's (per-channel variance V): Cov / Var = sqrt(1 - ab) / (H W ab V + 1 - ab), ab = alpha_bar_t: ~1 while the
     noise hides the image mean, ~0 once the mean is visible. A network whose gain does not follow it with t lets the
-    sampler's image means drift (colour casts)."""
+    sampler's image means drift (colour casts).
+    The grey gain is the same for c added to every channel and the mean over all of them (V_grey: the variance of x's
+    mean over channels and pixels, C H W in place of H W): a normalisation that removes the mean over its channels
+    drops this direction first (the 8-group 64x64 face model: 0.03 at t = 990)."""
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
-    V = x.double().mean((2, 3)).var(0).mean().item()
-    HW = x.shape[-2] * x.shape[-1]
+    C, HW = x.shape[1], x.shape[-2] * x.shape[-1]
+    V, V_grey = x.double().mean((2, 3)).var(0).mean().item(), x.double().mean((1, 2, 3)).var().item()
     out = {}
     for t in ts:
         tt = torch.full((len(x),), t)
         x_t = q_sample(x, tt, eps, model.sched)
         base = model.eps(x_t, tt).mean((2, 3))  # (B, C)
-        gains = [(model.eps(x_t + c * torch.eye(x.shape[1])[k].view(1, -1, 1, 1), tt).mean((2, 3))[:, k]
-                  - base[:, k]).mean().item() / c for k in range(x.shape[1])]
+        gains = [(model.eps(x_t + c * torch.eye(C)[k].view(1, -1, 1, 1), tt).mean((2, 3))[:, k]
+                  - base[:, k]).mean().item() / c for k in range(C)]
+        grey = (model.eps(x_t + c, tt).mean((1, 2, 3)) - base.mean(1)).mean().item() / c
         ab = model.sched.alpha_bar[t].item()
         out[f"mean_gain_t{t}"] = sum(gains) / len(gains)
         out[f"mean_gain_exact_t{t}"] = (1 - ab) ** 0.5 / (HW * ab * V + 1 - ab)
+        out[f"mean_gain_grey_t{t}"] = grey
+        out[f"mean_gain_grey_exact_t{t}"] = (1 - ab) ** 0.5 / (C * HW * ab * V_grey + 1 - ab)
     return out
 
 

@@ -75,20 +75,25 @@ def test_mean_error_is_0_for_the_exact_noise_and_1_for_a_network_that_predicts_n
 
 
 def test_mean_gain_is_the_slope_of_the_predicted_image_mean():
-    """eps_theta = k x_t has gain k at every t; a network that removes each channel's spatial mean has gain 0; the
-    exact posterior's gain is sqrt(1 - ab) / (HW ab V + 1 - ab): > 0.98 at t = 990 and < 0.05 at t = 200 for 16x16
-    images whose means spread with std ~0.3."""
+    """eps_theta = k x_t has gain k at every t, per channel and grey; a network that removes each channel's spatial
+    mean has gain 0 in both; one that removes only the mean over all channels (one normalisation group) has grey gain
+    0 and per-channel gain 2/3; the exact posterior's gain is sqrt(1 - ab) / (HW ab V + 1 - ab) (grey: C HW, V_grey):
+    > 0.98 at t = 990 and < 0.05 at t = 200 for 16x16 images whose means spread with std ~0.3."""
     sched = linear_schedule()
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(32, 3, 1, 1, generator=g) - 0.5) + 0.3 * torch.randn(32, 3, 16, 16, generator=g)
     scaled = SimpleNamespace(sched=sched, eps=lambda x_t, t: 0.7 * x_t)
     flat = SimpleNamespace(sched=sched, eps=lambda x_t, t: x_t - x_t.mean((2, 3), keepdim=True))
-    a, b = mean_gain(scaled, x, (990, 200), 0), mean_gain(flat, x, (990, 200), 0)
-    V = x.double().mean((2, 3)).var(0).mean().item()
+    grey = SimpleNamespace(sched=sched, eps=lambda x_t, t: x_t - x_t.mean((1, 2, 3), keepdim=True))
+    a, b, c = (mean_gain(m, x, (990, 200), 0) for m in (scaled, flat, grey))
+    V, V_grey = x.double().mean((2, 3)).var(0).mean().item(), x.double().mean((1, 2, 3)).var().item()
     for t in (990, 200):
         ab = sched.alpha_bar[t].item()
         assert a[f"mean_gain_t{t}"] == pytest.approx(0.7, rel=1e-4) and abs(b[f"mean_gain_t{t}"]) < 1e-4
+        assert a[f"mean_gain_grey_t{t}"] == pytest.approx(0.7, rel=1e-4) and abs(b[f"mean_gain_grey_t{t}"]) < 1e-4
+        assert c[f"mean_gain_t{t}"] == pytest.approx(2 / 3, rel=1e-4) and abs(c[f"mean_gain_grey_t{t}"]) < 1e-4
         assert a[f"mean_gain_exact_t{t}"] == pytest.approx((1 - ab) ** 0.5 / (256 * ab * V + 1 - ab))
+        assert a[f"mean_gain_grey_exact_t{t}"] == pytest.approx((1 - ab) ** 0.5 / (768 * ab * V_grey + 1 - ab))
     assert a["mean_gain_exact_t990"] > 0.98 and a["mean_gain_exact_t200"] < 0.05
 
 
