@@ -7,7 +7,9 @@
 Prints, with the seeds fixed (samples are a deterministic function of --seed):
   - Frechet distance (Heusel et al. 2017, eq. 6 of the FID paper) between --n samples and all --real images, in the
     penultimate (512-d) features of the measuring classifier `bench/classifier.py`, next to its floor: the same
-    distance from --n real --ref images to --real. Not comparable with Inception-feature FIDs.
+    distance from --n real --ref images to --real. Not comparable with Inception-feature FIDs. Images larger than
+    the classifier's 32x32 are average-pooled to it, which hides every detail finer than 32x32; for them the
+    distance is also computed on the images themselves (`*_native`, the ResNet's global pool accepts any size).
   - mean chroma, mean over pixels of |x - mean over channels| in [-1, 1] units, of the samples and the real images,
     and the spread of their image means (`image_mean_spread`).
   - held-out L_simple and bits/dim (`ddpm.vlb`) on up to 1,000 --real images evenly spaced through the set.
@@ -48,10 +50,11 @@ def images(path: str, size: int, train: bool, n: int | None = None) -> tuple[Ten
 
 
 @torch.no_grad()
-def features(net: torch.nn.Module, x: Tensor, batch: int = 500) -> Tensor:
+def features(net: torch.nn.Module, x: Tensor, batch: int = 500, native: bool = False) -> Tensor:
     """The classifier's penultimate features (N, 512), float64: the ResNet up to its global average pool, on the
-    32x32 images it was trained on (larger ones, e.g. 64x64 faces, are average-pooled to 32x32 first)."""
-    if x.shape[-1] != 32:
+    32x32 images it was trained on (larger ones, e.g. 64x64 faces, are average-pooled to 32x32 first, unless
+    native: then on the images as they are)."""
+    if x.shape[-1] != 32 and not native:
         x = torch.nn.functional.adaptive_avg_pool2d(x, 32)
     body = torch.nn.Sequential(*list(net.children())[:-1])
     return torch.cat([body(x[k:k + batch].float()).flatten(1) for k in range(0, len(x), batch)]).double()
@@ -66,6 +69,17 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     root_a = V @ torch.diag(w.clamp(min=0).sqrt()) @ V.T
     tr_sqrt = torch.linalg.eigvalsh(root_a @ C_b @ root_a).clamp(min=0).sqrt().sum()
     return ((mu_a - mu_b).pow(2).sum() + C_a.trace() + C_b.trace() - 2 * tr_sqrt).item()
+
+
+def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor) -> dict:
+    """Frechet distance of the samples to the real images and its floor (ref_x to real_x) in the classifier's
+    features at 32x32; for larger images also in its features of the images themselves (`*_native`)."""
+    out = {}
+    for native in (False, True) if real_x.shape[-1] > 32 else (False,):
+        f_real, key = features(net, real_x, native=native), "_native" if native else ""
+        out["frechet_distance" + key] = frechet_distance(features(net, samples, native=native), f_real)
+        out["frechet_floor" + key] = frechet_distance(features(net, ref_x, native=native), f_real)
+    return out
 
 
 def chroma(x: Tensor) -> float:
@@ -179,12 +193,10 @@ def main(argv=None):
     samples = draw(model, args.n, args.steps, args.seed)
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)
-    f_real = features(net, real_x)
     # up to 128 distinct held-out images, spread over the set
     probe_x = real_x[torch.linspace(0, len(real_x) - 1, min(128, len(real_x))).long()]
     out = {"ckpt": args.ckpt, "sha256": model.sha256, "steps": args.steps, "n": args.n, "real_images": len(real_x),
-           "frechet_distance": frechet_distance(features(net, samples), f_real),
-           "frechet_floor": frechet_distance(features(net, ref_x), f_real),
+           **frechet(net, samples, ref_x, real_x),
            "chroma_samples": chroma(samples), "chroma_real": chroma(real_x),
            "image_mean_spread_samples": image_mean_spread(samples), "image_mean_spread_real": image_mean_spread(real_x),
            **held_out(model.unet, model.sched, load_dataset(args.real, size, train=False), n=1000, batch=250,

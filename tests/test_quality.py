@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import classifier
-from bench.quality import chroma, features, frechet_distance, image_mean_spread, mean_error, mean_gain
+from bench.quality import chroma, features, frechet, frechet_distance, image_mean_spread, mean_error, mean_gain
 from ddpm.checkpoint import save_model
 from ddpm.schedule import linear_schedule
 from ddpm.unet import UNet, UNetConfig
@@ -45,16 +45,34 @@ def test_image_mean_spread_is_the_std_of_the_per_image_levels_and_ignores_textur
     assert image_mean_spread(0.2 + texture.expand(3, 3, 8, 8)) == pytest.approx(0, abs=1e-12)
 
 
-def test_features_of_a_64px_image_are_those_of_its_32px_average_pool():
-    """The classifier sees 32x32 images: a 64x64 image's features equal those of its 2x2 average pool (and differ
-    from the features the ResNet would give on the 64x64 image itself, which its global pool would also accept)."""
+def test_features_of_a_64px_image_are_those_of_its_32px_average_pool_unless_native():
+    """The classifier sees 32x32 images: a 64x64 image's features equal those of its 2x2 average pool, so they cannot
+    tell it from its 2x2 block-blurred copy; its native features are the ResNet's on the 64x64 image itself, and do."""
     net = classifier.build().eval()
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     pooled = torch.nn.functional.avg_pool2d(x, 2)
+    blurred = torch.nn.functional.interpolate(pooled, scale_factor=2, mode="nearest")
     assert torch.allclose(features(net, x), features(net, pooled), atol=1e-6)
+    assert torch.allclose(features(net, x), features(net, blurred), atol=1e-6)
     body = torch.nn.Sequential(*list(net.children())[:-1])
     with torch.no_grad():
-        assert not torch.allclose(body(x).flatten(1).double(), features(net, x), atol=1e-3)
+        assert torch.allclose(body(x).flatten(1).double(), features(net, x, native=True), atol=1e-6)
+    assert not torch.allclose(features(net, x, native=True), features(net, blurred, native=True), atol=1e-3)
+
+
+def test_frechet_reports_the_native_distance_only_above_32px():
+    """For 64x64 images the bench reports the pooled and the native distance with their floors; a set against
+    itself is at 0 in both; a sharp set against its blurred copy is at 0 pooled and above 0 native. At 32x32 the two
+    would be the same number, so only the pooled one is reported."""
+    net = classifier.build().eval()
+    x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    blurred = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
+    f = frechet(net, blurred, x, x)
+    assert set(f) == {"frechet_distance", "frechet_floor", "frechet_distance_native", "frechet_floor_native"}
+    assert f["frechet_floor"] == pytest.approx(0, abs=1e-6) and f["frechet_floor_native"] == pytest.approx(0, abs=1e-6)
+    assert f["frechet_distance"] == pytest.approx(0, abs=1e-6) and f["frechet_distance_native"] > 1e-3
+    assert set(frechet(net, x[:, :, :32, :32], x[:, :, :32, :32], x[:, :, :32, :32])) == {"frechet_distance",
+                                                                                          "frechet_floor"}
 
 
 def test_mean_error_is_0_for_the_exact_noise_and_1_for_a_network_that_predicts_none_of_it():
