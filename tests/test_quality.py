@@ -45,13 +45,17 @@ def test_image_mean_spread_is_the_std_of_the_per_image_levels_and_ignores_textur
     assert image_mean_spread(0.2 + texture.expand(3, 3, 8, 8)) == pytest.approx(0, abs=1e-12)
 
 
+def block_blur(x):
+    """Every 2x2 block replaced by its mean, at the same size."""
+    return torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
+
+
 def test_features_of_a_64px_image_are_those_of_its_32px_average_pool_unless_native():
     """The classifier sees 32x32 images: a 64x64 image's features equal those of its 2x2 average pool, so they cannot
     tell it from its 2x2 block-blurred copy; its native features are the ResNet's on the 64x64 image itself, and do."""
     net = classifier.build().eval()
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    pooled = torch.nn.functional.avg_pool2d(x, 2)
-    blurred = torch.nn.functional.interpolate(pooled, scale_factor=2, mode="nearest")
+    pooled, blurred = torch.nn.functional.avg_pool2d(x, 2), block_blur(x)
     assert torch.allclose(features(net, x), features(net, pooled), atol=1e-6)
     assert torch.allclose(features(net, x), features(net, blurred), atol=1e-6)
     body = torch.nn.Sequential(*list(net.children())[:-1])
@@ -66,8 +70,7 @@ def test_frechet_reports_the_native_distance_only_above_32px():
     would be the same number, so only the pooled one is reported."""
     net = classifier.build().eval()
     x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    blurred = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(x, 2), scale_factor=2, mode="nearest")
-    f = frechet(net, blurred, x, x)
+    f = frechet(net, block_blur(x), x, x)
     assert set(f) == {"frechet_distance", "frechet_floor", "frechet_distance_native", "frechet_floor_native"}
     assert f["frechet_floor"] == pytest.approx(0, abs=1e-6) and f["frechet_floor_native"] == pytest.approx(0, abs=1e-6)
     assert f["frechet_distance"] == pytest.approx(0, abs=1e-6) and f["frechet_distance_native"] > 1e-3
