@@ -29,7 +29,7 @@ from .evaluate import held_out, sample_grid
 from .files import atomic_write
 from .images import save_png
 from .schedule import linear_schedule
-from .unet import PRESETS, UNet, UNetConfig
+from .unet import PRESETS, Attention, UNet, UNetConfig
 
 
 def flag(default, help: str):
@@ -42,7 +42,8 @@ class TrainConfig:
     preset: str = flag("cifar10", f"UNet preset: {', '.join(PRESETS)}")
     class_cond: bool = flag(False, "add a class embedding (10 classes + a null class) for guidance")
     p_uncond: float = flag(0.1, "label dropout to the null class (classifier-free guidance)")
-    init: str = flag("", "start from these weights (a model file of the same preset; a new class embedding is 0)")
+    init: str = flag("", "start from these weights (a model file of the same preset, or with fewer attention blocks "
+                          "or no class embedding: what it lacks starts as identity / zero)")
     # data
     data: str = flag("", "training images: CIFAR-10 python folder, ImageFolder tree, CelebA folder, image folder")
     eval_data: str = flag("", "held-out images (default: a seeded 1%, at most 1000, of --data)")
@@ -311,13 +312,16 @@ class TrainLoop:
 
 
 def warm_start(model: UNet, path: str, preset: str) -> None:
-    """--init: weights from a model file of the same architecture. A conditional model may start from an unconditional
-    one: its class embedding starts at zero, so at step 0 it equals the source model for every label (the embedding is
-    added to the timestep embedding)."""
+    """--init: weights from a model file of the same architecture, or of one with fewer attention blocks or no class
+    embedding; what the file lacks starts so that at step 0 the model equals the source. A new class embedding starts
+    at zero (it is added to the timestep embedding), so every label gives the source model. A new attention block
+    starts with proj_out at zero, so it returns its input: x + 0 (its q, k, v learn once proj_out has moved). That
+    grows a model at the resolution it lacks attention at without starting over (celeba64-cpu -> celeba64-cpu-attn32)."""
     from .models import load_model
 
     src, own = load_model(path).unet.state_dict(), model.state_dict()
-    new = set(own) - set(src)
+    grown = {n: m for n, m in model.named_modules() if isinstance(m, Attention) and f"{n}.q.weight" not in src}
+    new = set(own) - set(src) - {f"{n}.{k}" for n, m in grown.items() for k in m.state_dict()}
     bad = (set(src) - set(own)) | (new - {"class_emb.weight"})
     bad |= {k for k in set(src) & set(own) if src[k].shape != own[k].shape}
     if bad:
@@ -326,8 +330,11 @@ def warm_start(model: UNet, path: str, preset: str) -> None:
     with torch.no_grad():
         if new:
             model.class_emb.weight.zero_()
+        for m in grown.values():
+            m.proj_out.weight.zero_(), m.proj_out.bias.zero_()
         model.load_state_dict({**model.state_dict(), **src})
-    tqdm.write(f"initialised from {path}" + (" (class embedding at zero)" if new else ""), file=sys.stderr)
+    notes = ["class embedding at zero"] * bool(new) + [f"{len(grown)} new attention blocks = identity"] * bool(grown)
+    tqdm.write(f"initialised from {path}" + (f" ({'; '.join(notes)})" if notes else ""), file=sys.stderr)
 
 
 @dataclass

@@ -261,6 +261,35 @@ def test_init_from_an_unconditional_model_starts_equal_to_it_for_every_label(ima
     assert (w, h) == (2 + 8 * 34, 2 + 10 * 34)
 
 
+def test_init_grows_attention_blocks_that_start_as_identity(image_folder, tmp_path):
+    """--init from a model without attention at 32x32 into one with it: the grown model's output equals the source's
+    exactly (float64, 0 difference) at every t, the new blocks' proj_out is zero and gets a gradient; the other way
+    round (dropping attention blocks) is refused."""
+    from dataclasses import replace
+
+    from ddpm.checkpoint import CheckpointError
+    from ddpm.models import load_model
+    from ddpm.trainer import warm_start
+
+    train("--data", image_folder, "--out", tmp_path / "src", "--steps", 2)
+    path = str(tmp_path / "src" / "ema.safetensors")
+    src = load_model(path).unet.double()
+    grown = UNet(replace(PRESETS["tiny"], attn_resolutions=(16, 32)))
+    warm_start(grown, path, "tiny")
+    grown.double()
+    new = [grown.down[0].attn[0], *grown.up[1].attn]
+    assert all(torch.count_nonzero(a.proj_out.weight) == 0 for a in new)
+    x, t = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64), \
+        torch.tensor([0, 500, 999])
+    with torch.no_grad():
+        assert torch.equal(grown(x, t), src(x, t))
+    grown(x, t).square().mean().backward()
+    assert all(a.proj_out.weight.grad.abs().max() > 0 for a in new)
+    shrunk = UNet(replace(PRESETS["tiny"], attn_resolutions=()))
+    with pytest.raises(CheckpointError, match="does not match --preset tiny"):
+        warm_start(shrunk, path, "tiny")
+
+
 def test_init_with_another_architecture_is_refused(image_folder, tmp_path):
     train("--data", image_folder, "--out", tmp_path / "src", "--steps", 1)
     r = train("--data", image_folder, "--out", tmp_path / "b", "--steps", 1, "--preset", "cifar10-cpu",
