@@ -11,7 +11,7 @@ AttnUpBlock2D, downsample_padding=0, freq_shift=1, single-head attention):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -63,12 +63,12 @@ PRESETS: dict[str, UNetConfig] = {
     # posterior's is 0.99), which drew the samples with colour casts; see the celeba64-cpu card (session 10)
     "celeba64-cpu": UNetConfig(image_size=64, ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, dropout=0.0,
                                num_groups=1),
-    # celeba64-cpu with attention also at 32x32 (0.83x its speed); grows from a celeba64-cpu file with --init
-    "celeba64-cpu-attn32": UNetConfig(image_size=64, ch=32, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=1, dropout=0.0,
-                                      num_groups=1, attn_resolutions=(16, 32)),
     "tiny": UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), dropout=0.0),
     "cifar10-cond": UNetConfig(num_classes=10),
 }
+# celeba64-cpu with attention also at 32x32 (0.83x its speed in session 12's one-off loop); grows from a celeba64-cpu
+# file with --init (the new blocks start as identity, trainer.warm_start)
+PRESETS["celeba64-cpu-attn32"] = replace(PRESETS["celeba64-cpu"], attn_resolutions=(16, 32))
 
 
 def timestep_embedding(t: Tensor, dim: int, dtype: torch.dtype) -> Tensor:
