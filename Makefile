@@ -8,12 +8,12 @@ FACES ?= checkpoints/celeba64-cpu.safetensors
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-cache-dir --upgrade pip
+	$(VENV)/bin/pip install -q --no-cache-dir -r requirements.txt
 	touch $@
 
 $(VENV)/.test: requirements-test.txt requirements-docs.txt $(VENV)/.runtime
-	$(VENV)/bin/pip install -q -r requirements-test.txt
+	$(VENV)/bin/pip install -q --no-cache-dir -r requirements-test.txt
 	touch $@
 
 .PHONY: demo test test-fast bench figures clean
@@ -29,7 +29,7 @@ test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not slow" tests
 
 $(VENV)/.docs: requirements-docs.txt $(VENV)/.runtime
-	$(VENV)/bin/pip install -q -r requirements-docs.txt
+	$(VENV)/bin/pip install -q --no-cache-dir -r requirements-docs.txt
 	touch $@
 
 figures: $(VENV)/.docs

@@ -83,11 +83,15 @@ class TrainConfig:
 
 
 def seed_for(seed: int, stream: str, rank: int = 0) -> int:
-    """The seed of one random stream of a run, all derived from --seed here (a resumed run restores states instead):
-    init: weight init and dropout (global RNG); data: epoch e visits randperm(n, seed + e); step: timesteps, noise,
-    flips and label dropout of process `rank`; split: the held-out 1% without --eval-data; eval: held-out figures;
-    samples: the sample grids."""
-    return seed + {"init": 0, "data": 0, "step": 1000 * rank, "split": 12345, "eval": 777, "samples": 0}[stream]
+    """The seed of one random stream of a run (a resumed run restores states instead). Derived from --seed: init
+    (weight init and dropout, global RNG), data (epoch e visits randperm(n, seed + e)), step (timesteps, noise, flips
+    and label dropout of process `rank`). Fixed for every --seed, so that runs with different seeds are measured on
+    the same yardstick: split (the held-out 1% without --eval-data), eval (held-out figures: images, t and noise) and
+    samples (the sample grids' noise). With --seed 0 all streams are as before."""
+    fixed = {"split": 12345, "eval": 777, "samples": 0}
+    if stream in fixed:
+        return fixed[stream]
+    return seed + {"init": 0, "data": 0, "step": 1000 * rank}[stream]
 
 
 def ema_decay_at(step: int, decay: float) -> float:

@@ -320,3 +320,13 @@ def test_held_out_figures_of_a_conditional_model_use_the_true_labels_of_every_cl
     with torch.no_grad():
         unet.class_emb.weight[1] += 1.0
     assert figures()["eval_loss"] != base["eval_loss"]  # class 1 comes after class 0: the subset reaches it
+
+
+def test_held_out_figures_and_grids_are_the_same_yardstick_for_every_seed():
+    """Runs with different --seed compare: the held-out split, the held-out figures' draws and the grids' noise do not
+    depend on --seed, while the training streams (init, data order, step noise) do."""
+    from ddpm.trainer import seed_for
+    for stream in ("split", "eval", "samples"):
+        assert seed_for(0, stream) == seed_for(14, stream)
+    for stream in ("init", "data", "step"):
+        assert seed_for(0, stream) != seed_for(14, stream)
