@@ -58,7 +58,7 @@ class TrainConfig:
     ema_decay: float = flag(0.9999, "EMA decay (with warm-up, see ema_decay_at)")
     loss: str = flag("simple", f"weighting of L_simple over t: {', '.join(LOSS_WEIGHTS)} (diffusion.loss_weight; "
                                "the logged loss is the weighted one, the held-out figures stay L_simple)")
-    seed: int = flag(0, "every random stream derives from it (seed_for)")
+    seed: int = flag(0, "training's random streams derive from it; held-out split, figures and grids do not (seed_for)")
     # milestones
     out: str = flag("runs/default", "run folder: checkpoints, ema.safetensors, log.jsonl, sample grids")
     log_every: int = flag(50, "log a record every N steps")

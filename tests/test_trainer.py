@@ -14,7 +14,7 @@ import torch
 
 from ddpm.checkpoint import load_training_checkpoint
 from ddpm.data import DataError, load_dataset
-from ddpm.trainer import ema_decay_at, ema_update
+from ddpm.trainer import ema_decay_at, ema_update, seed_for
 from ddpm.unet import PRESETS, UNet
 
 from conftest import ASSETS, ROOT, cli
@@ -325,7 +325,6 @@ def test_held_out_figures_of_a_conditional_model_use_the_true_labels_of_every_cl
 def test_held_out_figures_and_grids_are_the_same_yardstick_for_every_seed():
     """Runs with different --seed compare: the held-out split, the held-out figures' draws and the grids' noise do not
     depend on --seed, while the training streams (init, data order, step noise) do."""
-    from ddpm.trainer import seed_for
     for stream in ("split", "eval", "samples"):
         assert seed_for(0, stream) == seed_for(14, stream)
     for stream in ("init", "data", "step"):
