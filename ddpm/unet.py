@@ -37,9 +37,10 @@ class UNetConfig:
     num_groups: int = 32
 
     def __post_init__(self):
-        # lists from JSON/safetensors metadata become tuples, so configs compare equal
+        # lists from JSON/safetensors metadata become tuples, and attention resolutions a sorted set (a diffusers
+        # folder lists them from the top level down), so configs compare equal
         object.__setattr__(self, "ch_mult", tuple(self.ch_mult))
-        object.__setattr__(self, "attn_resolutions", tuple(self.attn_resolutions))
+        object.__setattr__(self, "attn_resolutions", tuple(sorted(set(self.attn_resolutions))))
         if self.image_size % 2 ** (len(self.ch_mult) - 1):
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}")
         if self.ch % self.num_groups or any(self.ch * m % self.num_groups for m in self.ch_mult):

@@ -37,12 +37,14 @@ def diffusers_folder(tmp_path, preset: str, seed: int = 0):
     return tmp_path / "pipe", unet
 
 
-@pytest.mark.parametrize("preset", ["tiny", "tiny-8-groups", "celeba64-cpu", "cifar10", "celebahq256-narrow"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-8-groups", "celeba64-cpu", "celeba64-cpu-attn32", "cifar10",
+                                    "celebahq256-narrow"])
 def test_eps_matches_diffusers_unet2dmodel(tmp_path, preset):
     """Same random weights, inputs and timesteps: our eps equals UNet2DModel's to 1e-5 (float32); celeba64-cpu is the
-    one-group (norm_num_groups = 1) layout."""
+    one-group (norm_num_groups = 1) layout, celeba64-cpu-attn32 the one with attention at two resolutions (16, 32)."""
     folder, ref = diffusers_folder(tmp_path, preset)
     ours = load_model(folder).unet
+    assert ours.cfg.attn_resolutions == CONFIGS[preset].attn_resolutions  # the layout survived the round trip
     size = CONFIGS[preset].image_size
     x, t = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 999])
     with torch.no_grad():
