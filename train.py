@@ -2,6 +2,7 @@
 
     python train.py --preset cifar10 --data data/cifar10-jpeg/train --eval-data data/cifar10-jpeg/test --out runs/c10
     python train.py ... --resume              # continue from the newest checkpoint in --out, bit for bit
+    python train.py ... --init checkpoints/X.train-state.safetensors --out runs/new  # continue a committed state
     torchrun --nproc_per_node=K train.py ...  # DistributedDataParallel, one process per GPU
 """
 import argparse
@@ -10,7 +11,9 @@ import dataclasses
 import torch
 
 from ddpm.cli import add_dataclass_flags, main_guard
-from ddpm.trainer import TrainConfig, TrainLoop, init_world, seed_for, split, unet_config, warm_start
+from ddpm.trainer import (TrainConfig, TrainLoop, init_world, latest_checkpoint, seed_for, split, unet_config,
+                          warm_start)
+from ddpm.trainstate import is_train_state
 from ddpm.unet import UNet
 
 
@@ -26,11 +29,12 @@ def main(argv=None):
     train_set, eval_set, crop = split(cfg, ucfg.image_size)
     torch.manual_seed(seed_for(cfg.seed, "init"))
     model = UNet(ucfg)
-    if cfg.init and not resume:
+    carry = bool(cfg.init) and is_train_state(cfg.init) and not resume
+    if cfg.init and not resume and not carry:
         warm_start(model, cfg.init, cfg.preset)
     loop = TrainLoop(cfg, model, train_set, eval_set, world, crop)
-    if resume:
-        loop.load_latest()
+    if resume or carry:
+        loop.restore(latest_checkpoint(cfg.out) if resume else cfg.init)
     loop.run()
 
 

@@ -29,6 +29,7 @@ from .evaluate import held_out, sample_grid
 from .files import atomic_write
 from .images import save_png
 from .schedule import linear_schedule
+from .trainstate import SUFFIX, is_train_state, load_train_state, save_train_state
 from .unet import PRESETS, Attention, UNet, UNetConfig
 
 
@@ -43,7 +44,8 @@ class TrainConfig:
     class_cond: bool = flag(False, "add a class embedding (10 classes + a null class) for guidance")
     p_uncond: float = flag(0.1, "label dropout to the null class (classifier-free guidance)")
     init: str = flag("", "start from these weights (a model file of the same preset, or with fewer attention blocks "
-                          "or no class embedding: what it lacks starts as identity / zero)")
+                          "or no class embedding: what it lacks starts as identity / zero), or continue from a "
+                          f"{SUFFIX} file as --resume would (ddpm.trainstate)")
     # data
     data: str = flag("", "training images: CIFAR-10 python folder, ImageFolder tree, CelebA folder, image folder")
     eval_data: str = flag("", "held-out images (default: a seeded 1%, at most 1000, of --data)")
@@ -190,29 +192,29 @@ class TrainLoop:
     def save(self) -> None:
         if self.world.rank:
             return
-        atomic_write(self.out / f"ckpt_{self.step:08d}.pt", lambda tmp: torch.save(self.state(), tmp))
-        save_model(self.out / "ema.safetensors", self.ema,
-                   extra={"step": self.step, "preset": self.cfg.preset, "crop": self.crop})
+        state = self.state()
+        atomic_write(self.out / f"ckpt_{self.step:08d}.pt", lambda tmp: torch.save(state, tmp))
+        sha = save_model(self.out / "ema.safetensors", self.ema,
+                         extra={"step": self.step, "preset": self.cfg.preset, "crop": self.crop})
+        save_train_state(self.out / f"ema{SUFFIX}", state, sha)
         for old in sorted(self.out.glob("ckpt_*.pt"))[:-self.cfg.keep]:
             old.unlink()
 
-    def load_latest(self) -> None:
-        ckpts = sorted(self.out.glob("ckpt_*.pt"))
-        if not ckpts:
-            raise CheckpointError(f"--resume: no ckpt_*.pt in {self.out}; start without --resume")
-        ck = load_training_checkpoint(ckpts[-1])
+    def restore(self, source: str | Path) -> None:
+        """Continue from a checkpoint (.pt) or a train state (ddpm.trainstate): weights, EMA, Adam, step, data, RNGs."""
+        ck = load_train_state(source) if is_train_state(source) else load_training_checkpoint(source)
         if ck.get("config", {}).get("unet") != self.model.cfg.to_dict():
-            raise CheckpointError(f"{ckpts[-1]}: was trained with UNet config {ck.get('config', {}).get('unet')}, "
+            raise CheckpointError(f"{source}: was trained with UNet config {ck.get('config', {}).get('unet')}, "
                                   f"not --preset {self.cfg.preset}; use the same preset or another --out")
+        ck["opt"].setdefault("param_groups", self.opt.state_dict()["param_groups"])
         for part, state in (("model", self.model), ("ema", self.ema), ("opt", self.opt)):
             state.load_state_dict(ck[part])
         self.step, self.at = ck["step"], Position(ck["epoch"], ck["pos"])
         self.gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
-        if ck["cuda_rng"]:
-            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        torch.cuda.set_rng_state_all(ck["cuda_rng"])  # [] (saved without CUDA) sets nothing
         truncate_log(self.out / "log.jsonl", self.step, self.world)
-        log(self.out, self.world, f"resumed from {ckpts[-1]} at step {self.step}")
+        log(self.out, self.world, f"resumed from {source} at step {self.step}")
 
     def forward_backward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L_simple (Ho et al. eq. 14) weighted by --loss, on a flipped batch at uniform t, label dropout; backward."""
@@ -313,6 +315,14 @@ class TrainLoop:
         if self.world.size > 1:
             dist.barrier()
             dist.destroy_process_group()
+
+
+def latest_checkpoint(out: str | Path) -> Path:
+    """--resume: the newest ckpt_*.pt in the run folder."""
+    ckpts = sorted(Path(out).glob("ckpt_*.pt"))
+    if not ckpts:
+        raise CheckpointError(f"--resume: no ckpt_*.pt in {out}; start without --resume")
+    return ckpts[-1]
 
 
 def warm_start(model: UNet, path: str, preset: str) -> None:

@@ -7,7 +7,7 @@ from conftest import ROOT
 # Bottom to top; the README's tour of the code lists the same order.
 LAYERS = ["files", "schedule", "unet", "images", "metrics",    # plumbing, the schedule, the network, pixels
           "diffusion", "inversion", "guidance", "vlb",         # the math
-          "checkpoint", "diffusers_io", "models", "data",      # model and data files
+          "checkpoint", "diffusers_io", "trainstate", "models", "data",  # model, training-state and data files
           "evaluate",                                          # held-out figures, sample grids
           "noisemap", "edits",                                 # the noise-map file and what edits it
           "cli", "sample", "verify", "trainer"]                # commands and the training loop

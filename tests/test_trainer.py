@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -122,17 +123,68 @@ def test_loss_weighting_reaches_the_training_loss(image_folder, tmp_path):
     assert r.returncode != 0 and "choose from simple, p2, min-snr" in r.stderr
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(image_folder, tmp_path):
+@pytest.fixture(scope="module")
+def six_and_three(image_folder, tmp_path_factory):
+    """Runs of 6 steps and of 3 steps, same flags: the resume tests' reference and starting point."""
+    root = tmp_path_factory.mktemp("six_and_three")
+    train("--data", image_folder, "--out", root / "a", "--steps", 6)
+    train("--data", image_folder, "--out", root / "b", "--steps", 3)
+    return root / "a", root / "b"
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(image_folder, six_and_three, tmp_path):
     """6 steps in one go == 3 steps, then --resume to 6: model, EMA and optimizer bit-identical."""
-    train("--data", image_folder, "--out", tmp_path / "a", "--steps", 6)
-    train("--data", image_folder, "--out", tmp_path / "b", "--steps", 3)
+    shutil.copytree(six_and_three[1], tmp_path / "b")
     train("--data", image_folder, "--out", tmp_path / "b", "--steps", 6, "--resume")
-    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    a, b = weights(six_and_three[0]), weights(tmp_path / "b")
     assert a["step"] == b["step"] == 6
     for part in ("model", "ema"):
         assert all(torch.equal(v, b[part][k]) for k, v in a[part].items()), part
     at3 = load_training_checkpoint(tmp_path / "b" / "ckpt_00000003.pt")  # the steps did change the weights
     assert not all(torch.equal(v, at3["model"][k]) for k, v in a["model"].items())
+
+
+def test_the_committable_train_state_continues_like_resume_and_a_warm_start_does_not(image_folder, six_and_three,
+                                                                                      tmp_path):
+    """6 steps in one go vs 3 steps, then --init <run>/ema.train-state.safetensors into a new folder to 6: the
+    continued run is at the same step and data position and ends within float16/bfloat16 rounding of the
+    uninterrupted run: its weights' L2 distance to them is under 1% of a warm start's (--init of the EMA file, fresh
+    Adam), and the median weight is within 1e-5 (Adam's near-sign updates where g ~ 0 amplify a few roundings)."""
+    b = six_and_three[1]
+    train("--data", image_folder, "--out", tmp_path / "c", "--steps", 6, "--init", b / "ema.train-state.safetensors")
+    train("--data", image_folder, "--out", tmp_path / "w", "--steps", 3, "--init", b / "ema.safetensors")
+    a, c, w = weights(six_and_three[0]), weights(tmp_path / "c"), weights(tmp_path / "w")
+    assert c["step"] == 6 and (c["epoch"], c["pos"]) == (a["epoch"], a["pos"])
+    assert [json.loads(r)["step"] for r in (tmp_path / "c" / "log.jsonl").read_text().splitlines()][0] == 4
+
+    def diff(x, y):
+        return torch.cat([(x["model"][k] - y["model"][k]).flatten() for k in x["model"]]).abs()
+
+    assert diff(a, c).norm() < 0.01 * diff(a, w).norm() and diff(a, c).median() < 1e-5, (diff(a, c), diff(a, w))
+
+
+def test_a_train_state_beside_other_ema_weights_is_refused(image_folder, six_and_three, tmp_path):
+    """A train-state file whose EMA file is missing, or is not the one it was saved with: a one-line error."""
+    state = six_and_three[1] / "ema.train-state.safetensors"
+    (tmp_path / "x").mkdir()
+    shutil.copy(state, tmp_path / "x" / state.name)
+    r = train("--data", image_folder, "--out", tmp_path / "c", "--steps", 9, "--init", tmp_path / "x" / state.name,
+              check=False)
+    assert r.returncode != 0 and "are missing; put the pair side by side" in r.stderr
+    shutil.copy(six_and_three[0] / "ema.safetensors", tmp_path / "x")  # the 6-step run's EMA weights
+    r = train("--data", image_folder, "--out", tmp_path / "c", "--steps", 9, "--init", tmp_path / "x" / state.name,
+              check=False)
+    assert r.returncode != 0 and "use the pair saved together" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_restart_bench_finds_the_train_state_near_the_resumed_run_and_the_warm_start_far(image_folder, six_and_three):
+    """bench.restart from the 3-step checkpoint, 3 steps per way: the train state ends under 1% of the warm start's
+    distance from the resumed run, for the raw and for the EMA weights."""
+    r = cli("bench.restart", "--ckpt", six_and_three[1] / "ckpt_00000003.pt", "--data", image_folder, "--k", 3)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split("raw")[0].strip(): [float(x) for x in re.findall(r"weights\s+([\d.]+)", line)]
+            for line in r.stdout.splitlines() if "raw weights" in line}
+    assert all(s < 0.01 * w for s, w in zip(rows["train state"], rows["warm start"])), r.stdout
 
 
 def start_until_checkpoint(args: list[str], out, **popen) -> subprocess.Popen:
