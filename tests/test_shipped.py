@@ -57,6 +57,18 @@ def test_card_sample_quality_comes_from_the_committed_bench_output(name):
         assert format(q[key], fmt) in text, key
 
 
+@pytest.mark.parametrize("name", ["cifar10-cpu-cond"])
+def test_a_model_still_in_training_ships_the_train_state_it_continues_from(name):
+    """checkpoints/<name>.train-state.safetensors pairs with the shipped EMA file (load_train_state checks its
+    sha256) and stands at the step of the log's last held-out record, which the card names."""
+    from ddpm.trainstate import load_train_state
+
+    state = load_train_state(ROOT / "checkpoints" / f"{name}.train-state.safetensors")
+    log = [json.loads(line) for line in (ROOT / "checkpoints" / f"{name}.log.jsonl").read_text().splitlines()]
+    assert state["step"] == [r for r in log if "bits_per_dim" in r][-1]["step"]
+    assert state["config"]["unet"] == load_model(ROOT / "checkpoints" / f"{name}.safetensors").unet.cfg.to_dict()
+
+
 def test_shipped_model_inverts_a_shipped_image_exactly():
     """float32, 100 steps, edit-friendly, last step included: max-abs <= 1e-4, 8-bit identical."""
     model = load_model(CKPT)
