@@ -29,7 +29,7 @@ def main(argv=None):
     train_set, eval_set, crop = split(cfg, ucfg.image_size)
     torch.manual_seed(seed_for(cfg.seed, "init"))
     model = UNet(ucfg)
-    carry = bool(cfg.init) and is_train_state(cfg.init) and not resume
+    carry = not resume and is_train_state(cfg.init)
     if cfg.init and not resume and not carry:
         warm_start(model, cfg.init, cfg.preset)
     loop = TrainLoop(cfg, model, train_set, eval_set, world, crop)

@@ -90,16 +90,21 @@ def build_unet(cfg_dict: dict, state: dict[str, Tensor], source: str) -> UNet:
     return unet.eval()
 
 
-def load_safetensors(path: Path) -> Model:
+def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of a .safetensors file; a truncated or corrupt file gives a CheckpointError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(path))
+        return load_file(str(path)), meta
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); the file is truncated or corrupt")
+
+
+def load_safetensors(path: Path) -> Model:
+    state, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: no '{FORMAT}' metadata; for a diffusers model pass its folder instead")
     unet = build_unet(json.loads(meta["config"]), state, str(path))

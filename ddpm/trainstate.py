@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, load_safetensors
-from .files import file_sha256, save_safetensors
+from .checkpoint import CheckpointError, load_safetensors, read_safetensors
+from .files import save_safetensors
 from .unet import UNetConfig
 
 FORMAT = "ddpm-train-state/1"
@@ -59,24 +59,17 @@ def save_train_state(path: str | Path, ck: dict, ema_sha256: str) -> None:
 def load_train_state(path: str | Path) -> dict:
     """A training checkpoint dict (as `TrainLoop.restore` takes) from a train-state file and its EMA file, the raw
     weights and Adam's moments back in float32. Refuses a pair that was not saved together."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path, ema_file = Path(path), ema_path(path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); the file is truncated or corrupt")
+    state, meta = read_safetensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: no '{FORMAT}' metadata; --init a model file (.safetensors) instead")
     if not ema_file.exists():
         raise CheckpointError(f"{path}: its EMA weights {ema_file} are missing; put the pair side by side")
-    if file_sha256(ema_file) != meta["ema_sha256"]:
+    ema_model = load_safetensors(ema_file)  # hashes the file once, as Model.sha256
+    if ema_model.sha256 != meta["ema_sha256"]:
         raise CheckpointError(f"{path}: was saved with other EMA weights than {ema_file} (sha256 "
                               f"{meta['ema_sha256'][:12]}...); use the pair saved together, or --init {ema_file} alone")
-    ema = load_safetensors(ema_file).unet.state_dict()
+    ema = ema_model.unet.state_dict()
     names = [k[len("delta."):] for k in state if k.startswith("delta.")]
     if set(names) != set(ema):
         raise CheckpointError(f"{path}: its weights do not match {ema_file}'s; use the pair saved together")
