@@ -57,7 +57,7 @@ def test_card_sample_quality_comes_from_the_committed_bench_output(name):
         assert format(q[key], fmt) in text, key
 
 
-@pytest.mark.parametrize("name", ["cifar10-cpu-cond"])
+@pytest.mark.parametrize("name", ["cifar10-cpu-cond", "celeba64-cpu"])
 def test_a_model_still_in_training_ships_the_train_state_it_continues_from(name):
     """checkpoints/<name>.train-state.safetensors pairs with the shipped EMA file (load_train_state checks its
     sha256) and stands at the step of the log's last held-out record, which the card names."""
