@@ -44,7 +44,7 @@ def run_k(ck: dict, cfg: TrainConfig, way: str, k: int, tmp: Path, train_set) ->
     else:
         torch.save(ck, tmp / "resume.pt")
         loop.restore(tmp / "resume.pt")
-    it = batches(train_set, cfg, world, Position(ck["epoch"], ck["pos"]))
+    it = batches(train_set, cfg, world, Position.of(ck))
     loop.model.train()
     for _ in range(k):
         loop.run_step(loop.model, *next(it))

@@ -60,7 +60,8 @@ class TrainConfig:
     ema_decay: float = flag(0.9999, "EMA decay (with warm-up, see ema_decay_at)")
     loss: str = flag("simple", f"weighting of L_simple over t: {', '.join(LOSS_WEIGHTS)} (diffusion.loss_weight; "
                                "the logged loss is the weighted one, the held-out figures stay L_simple)")
-    seed: int = flag(0, "training's random streams derive from it; held-out split, figures and grids do not (seed_for)")
+    seed: int = flag(0, "a new run's random streams derive from it (a continued run keeps its own); held-out split, "
+                        "figures and grids do not (seed_for)")
     # milestones
     out: str = flag("runs/default", "run folder: checkpoints, ema.safetensors, log.jsonl, sample grids")
     log_every: int = flag(50, "log a record every N steps")
@@ -180,12 +181,12 @@ class TrainLoop:
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(seed_for(cfg.seed, "step", world.rank))
-        self.step, self.at = 0, Position()
+        self.step, self.at = 0, Position(seed_for(cfg.seed, "data"))
 
     def state(self) -> dict:
         return {"config": {"train": asdict(self.cfg), "unet": self.model.cfg.to_dict(), "schedule": LINEAR},
                 "model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "step": self.step, "epoch": self.at.epoch, "pos": self.at.pos,
+                "step": self.step, "epoch": self.at.epoch, "pos": self.at.pos, "data_seed": self.at.seed,
                 "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
@@ -209,12 +210,14 @@ class TrainLoop:
         ck["opt"].setdefault("param_groups", self.opt.state_dict()["param_groups"])
         for part, state in (("model", self.model), ("ema", self.ema), ("opt", self.opt)):
             state.load_state_dict(ck[part])
-        self.step, self.at = ck["step"], Position(ck["epoch"], ck["pos"])
+        self.step, self.at = ck["step"], Position.of(ck)
         self.gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
         torch.cuda.set_rng_state_all(ck["cuda_rng"])  # [] (saved without CUDA) sets nothing
         truncate_log(self.out / "log.jsonl", self.step, self.world)
-        log(self.out, self.world, f"resumed from {source} at step {self.step}")
+        note = f"; it keeps its random streams and data order (data seed {self.at.seed}), --seed {self.cfg.seed} " \
+            "seeds new runs only" if self.at.seed != seed_for(self.cfg.seed, "data") else ""
+        log(self.out, self.world, f"resumed from {source} at step {self.step}{note}")
 
     def forward_backward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L_simple (Ho et al. eq. 14) weighted by --loss, on a flipped batch at uniform t, label dropout; backward."""
@@ -353,10 +356,17 @@ def warm_start(model: UNet, path: str, preset: str) -> None:
 
 @dataclass
 class Position:
-    """Where the data order stands: epoch e visits randperm(n, seed_for(seed, "data") + e) from batch `pos` on."""
+    """Where the data order stands: epoch e visits randperm(n, seed + e) from batch `pos` on. `seed` is the data
+    stream's, seed_for(--seed, "data") of the run that began it: a continued run keeps it whatever its own --seed."""
 
+    seed: int
     epoch: int = 0
     pos: int = 0
+
+    @classmethod
+    def of(cls, ck: dict) -> "Position":
+        """The position a checkpoint dict saved; one saved before `data_seed` was kept used its run's --seed."""
+        return cls(ck.get("data_seed", seed_for(ck["config"]["train"]["seed"], "data")), ck["epoch"], ck["pos"])
 
 
 def ignore_stop_signals(_worker_id: int) -> None:
@@ -370,7 +380,7 @@ def batches(train_set: Dataset, cfg: TrainConfig, world: World, at: Position):
     """Endless (x, y) batches of this process's share, advancing `at` (saved in checkpoints for exact resume)."""
     per_rank = cfg.batch // world.size
     while True:
-        sampler = ResumableSampler(len(train_set), seed_for(cfg.seed, "data"), at.epoch, at.pos * per_rank,
+        sampler = ResumableSampler(len(train_set), at.seed, at.epoch, at.pos * per_rank,
                                    world.rank, world.size)
         for x, y in DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=True,
                                num_workers=cfg.workers, pin_memory=world.device.type == "cuda",

@@ -10,7 +10,8 @@ raw weights and Adam's moments rounded, so that a run whose `runs/` folder is go
     exp_avg_sq.p   bfloat16  Adam's second moment v_t (bfloat16 keeps float32's range: v_t spans ~1e-20..1)
     gen, torch_rng uint8     the step stream's generator and the global torch RNG
 
-and metadata {format, ema_sha256 (the EMA file's bytes), step, epoch, pos (the data position), adam_step, config}.
+and metadata {format, ema_sha256 (the EMA file's bytes), step, epoch, pos, data_seed (the data position; a file
+without data_seed used its config's seed), adam_step, config}.
 About 1.5x the EMA file. Without it a warm start (`--init` of a model file) begins with raw = EMA weights and a fresh
 Adam, whose first updates are lr * sign(g) per weight (m_hat / sqrt(v_hat) = g / |g| at t = 1); with it the run goes on
 as `--resume` would, from the same step, data position and random streams.
@@ -52,7 +53,7 @@ def save_train_state(path: str | Path, ck: dict, ema_sha256: str) -> None:
             state[f"exp_avg_sq.{k}"] = opt[i]["exp_avg_sq"].bfloat16()
     state["gen"], state["torch_rng"] = ck["gen"], ck["torch_rng"]
     meta = {"format": FORMAT, "ema_sha256": ema_sha256, "config": json.dumps(ck["config"]),
-            **{k: json.dumps(ck[k]) for k in ("step", "epoch", "pos")}, "adam_step": json.dumps(adam_step)}
+            **{k: json.dumps(ck[k]) for k in ("step", "epoch", "pos", "data_seed")}, "adam_step": json.dumps(adam_step)}
     save_safetensors(path, {k: v.contiguous() for k, v in state.items()}, meta)
 
 
@@ -83,5 +84,5 @@ def load_train_state(path: str | Path) -> dict:
     config["unet"] = UNetConfig(**config["unet"]).to_dict()  # JSON made its tuples lists
     return {"config": config, "ema": ema, "opt": {"state": opt},
             "model": {k: ema[k] + state[f"delta.{k}"].float() for k in order},
-            **{k: json.loads(meta[k]) for k in ("step", "epoch", "pos")},
+            **{k: json.loads(meta[k]) for k in ("step", "epoch", "pos", "data_seed") if k in meta},
             "gen": state["gen"], "torch_rng": state["torch_rng"], "cuda_rng": []}

@@ -163,6 +163,22 @@ def test_the_committable_train_state_continues_like_resume_and_a_warm_start_does
     assert diff(a, c).norm() < 0.01 * diff(a, w).norm() and diff(a, c).median() < 1e-5, (diff(a, c), diff(a, w))
 
 
+def test_a_continued_run_keeps_its_data_order_whatever_its_seed(image_folder, six_and_three, tmp_path):
+    """--seed seeds new runs only: 3 steps, then --resume to 6 with --seed 5 is bit-identical to 6 steps in one go
+    (another data order would change the batches of steps 4-6), and says that it kept the run's streams; the train
+    state continued with --seed 5 ends bit-identical to the one continued with its own seed."""
+    shutil.copytree(six_and_three[1], tmp_path / "b")
+    r = train("--data", image_folder, "--out", tmp_path / "b", "--steps", 6, "--resume", "--seed", 5)
+    assert "keeps its random streams and data order (data seed 0)" in r.stderr
+    a, b = weights(six_and_three[0]), weights(tmp_path / "b")
+    assert all(torch.equal(v, b["model"][k]) for k, v in a["model"].items())
+    state = six_and_three[1] / "ema.train-state.safetensors"
+    for seed in (0, 5):
+        train("--data", image_folder, "--out", tmp_path / f"s{seed}", "--steps", 6, "--init", state, "--seed", seed)
+    s0, s5 = weights(tmp_path / "s0"), weights(tmp_path / "s5")
+    assert s5["data_seed"] == 0 and all(torch.equal(v, s5["model"][k]) for k, v in s0["model"].items())
+
+
 def test_a_train_state_beside_other_ema_weights_is_refused(image_folder, six_and_three, tmp_path):
     """A train-state file whose EMA file is missing, or is not the one it was saved with: a one-line error."""
     state = six_and_three[1] / "ema.train-state.safetensors"
