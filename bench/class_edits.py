@@ -12,8 +12,12 @@ structure kept, SSIM and PSNR of the luminance against the input. Also written: 
 every class, and a panel comparing the methods.
 """
 import argparse
+import sys
 import time
 from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 
@@ -21,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from bench import classifier
 from bench.figures import image_grid
+from ddpm.cli import main_guard
 from ddpm.guidance import CIFAR10_CLASSES, class_index, guided_eps
 from ddpm.images import load_image
 from ddpm.inversion import ddim_invert, ddim_regenerate
@@ -166,4 +171,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

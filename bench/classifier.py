@@ -10,8 +10,12 @@ float32).
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np
 import torch
@@ -22,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from ddpm import images
 from ddpm.checkpoint import CheckpointError
+from ddpm.cli import main_guard
 from ddpm.files import save_safetensors
 from ddpm.guidance import CIFAR10_CLASSES
 
@@ -121,7 +126,7 @@ def load(path: str | Path = DEFAULT) -> tuple[nn.Module, dict]:
     return net.eval(), json.loads(meta["meta"])
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/cifar10-jpeg", help="folder with train/ and test/ ImageFolder splits")
     p.add_argument("--epochs", type=int, default=6)
@@ -129,7 +134,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=str(DEFAULT))
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     net, meta = train(Path(a.data), a.epochs, a.batch, a.seed)
@@ -138,4 +143,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

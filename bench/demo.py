@@ -10,9 +10,13 @@ import sys
 import warnings
 from pathlib import Path
 
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import torch
 
 from bench.figures import image_grid
+from ddpm.cli import main_guard
 from ddpm.images import load_image
 from ddpm.models import load_model
 
@@ -50,7 +54,7 @@ def rows(ckpt: str, images: list[Path], out: Path, args) -> list[torch.Tensor]:
     return result
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default="checkpoints/cifar10-cpu-cond.safetensors")
     p.add_argument("--faces-ckpt", default="checkpoints/celeba64-cpu.safetensors", help="'' to leave the faces out")
@@ -58,7 +62,7 @@ def main():
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--shift", type=int, nargs=2, default=[6, 0])
     p.add_argument("--color", type=float, nargs=3, default=[0.35, 0.0, -0.15])
-    args = p.parse_args()
+    args = p.parse_args(argv)
     out = ROOT / args.out
     images = sorted((ROOT / "assets" / "cifar10").glob("*.jpg"))[:4]
     all_rows, names = rows(args.ckpt, images, out / "cifar10", args), [f.stem.split("_")[0] for f in images]
@@ -76,4 +80,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

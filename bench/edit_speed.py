@@ -10,16 +10,21 @@ inversion is the same code for a trained model). Edits: color (calibration inclu
 import argparse
 import contextlib
 import io
+import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 
 import edit
 import invert
 from ddpm.checkpoint import save_model
+from ddpm.cli import main_guard
 from ddpm.noisemap import load_maps, save_maps
 from ddpm.unet import PRESETS, UNet, count_params
 
@@ -65,13 +70,13 @@ def bench_preset(preset: str, args, tmp: Path) -> list[str]:
     return rows
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["cifar10", "celeba64"])
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--class-steps", type=int, default=50)
     p.add_argument("--skip", type=int, default=10)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     from bench.machine import describe
 
     print(describe())
@@ -83,4 +88,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

@@ -7,13 +7,18 @@ Shift fidelity: PSNR/SSIM on the overlap between the regenerated output and the 
 for edit-friendly maps, DPM-Encoder maps and native maps (the noise a DDPM sample was drawn with, x0 = the sample).
 """
 import argparse
+import sys
 from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from ddpm import edits
+from ddpm.cli import main_guard
 from ddpm.images import load_image
 from ddpm.metrics import luminance, overlap, psnr, shift_image, ssim
 from ddpm.models import load_model
@@ -30,13 +35,13 @@ def shift_scores(model, maps, d, fill):
 
 
 @torch.no_grad()
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=str(ROOT / "checkpoints" / "cifar10-cpu-cond.safetensors"))
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--shifts", type=int, nargs="+", default=[1, 2, 4, 8])
-    args = p.parse_args()
+    args = p.parse_args(argv)
     model = load_model(args.ckpt)
     files = sorted((ROOT / "assets" / "cifar10").glob("*.jpg"))[:args.n]
     x0 = torch.stack([load_image(f, 32) for f in files])
@@ -69,4 +74,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

@@ -11,12 +11,17 @@ shift_sweep.png      shifted maps -> images, for the periodic (wrap) and a non-p
 color_sweep.png      calibrated red offsets
 """
 import argparse
+import sys
 import textwrap
 from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 
 from ddpm import edits
+from ddpm.cli import main_guard
 from ddpm.diffusion import timestep_batch, x0_hat
 from ddpm.files import atomic_write
 from ddpm.images import from_unit, load_image, save_png
@@ -196,4 +201,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

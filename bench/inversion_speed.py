@@ -3,27 +3,32 @@
     python -m bench.inversion_speed [--preset cifar10] [--steps 50] [--n 1] [--device cpu]
 """
 import argparse
+import sys
 import time
 from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from ddpm.cli import main_guard
 from ddpm.diffusion import sample
 from ddpm.inversion import invert
 from ddpm.schedule import linear_schedule, make_steps, strided_timesteps
 from ddpm.unet import PRESETS, UNet
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cifar10")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--n", type=int, default=1)
     p.add_argument("--chunks", type=int, nargs="+", default=[5, 25])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.manual_seed(0)
     cfg = PRESETS[args.preset]
     model = UNet(cfg).eval().to(args.device)
@@ -59,4 +64,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

@@ -24,14 +24,19 @@ Prints, with the seeds fixed (samples are a deterministic function of --seed):
 """
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from bench import classifier
+from ddpm.cli import main_guard
 from ddpm.data import load_dataset
 from ddpm.diffusion import q_sample, sample
 from ddpm.evaluate import evenly_spaced, held_out
@@ -216,4 +221,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

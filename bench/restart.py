@@ -12,13 +12,18 @@ Printed per way: how far its raw and EMA weights end from the reference's (L2), 
 reference's own EMA moved in those K steps.
 """
 import argparse
+import sys
 import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import torch
 
 from ddpm.checkpoint import load_training_checkpoint, save_model
+from ddpm.cli import main_guard
 from ddpm.data import load_dataset
 from ddpm.trainer import Position, TrainConfig, TrainLoop, World, batches, unet_config
 from ddpm.trainstate import save_train_state
@@ -77,4 +82,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

@@ -10,12 +10,18 @@ ours/diffusers. Best of --iters timed calls after two warm-up calls. --profile a
 network's time goes (torch.profiler self time by operator family): the most a fusion of that family could save.
 """
 import argparse
+import sys
 import time
+from pathlib import Path
+
+if not __package__:  # run as `python bench/<name>.py`: import ddpm and bench from the repository root, not bench/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.machine import cpu_name, matmul_gflops
+from ddpm.cli import main_guard
 from ddpm.diffusers_io import config_to_diffusers
 from ddpm.diffusion import loss_simple
 from ddpm.schedule import linear_schedule
@@ -97,14 +103,14 @@ def time_shares(net, cfg, mode: str, batch: int, device: str) -> dict[str, float
     return {f: v / total for f, v in shares.items()}
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["cifar10", "cifar10-cpu"])
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--profile", action="store_true", help="also print where our network's time goes")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     peak = matmul_gflops(device=args.device)
@@ -129,4 +135,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main_guard(main)

@@ -40,16 +40,19 @@ def invert(ckpt, out, *extra, image=CAT):
 
 
 @pytest.mark.parametrize("command", [["invert.py"], ["edit.py"], ["train.py", "--preset", "tiny"],
-                                     ["-m", "ddpm.sample"], ["-m", "ddpm.verify"]])
+                                     ["-m", "ddpm.sample"], ["-m", "ddpm.verify"], ["bench/quality.py"]])
 def test_each_command_in_a_real_process_exits_2_with_one_line_error(tmp_path, command):
     """The real command line (not `cli`'s in-process run): a missing checkpoint or data folder gives exit code 2,
-    one line `error: ...` naming the file, no traceback."""
+    one line `error: ...` naming the file, no traceback; a bench runs as a file (`python bench/quality.py`, as the
+    cards quote it) as well as a module."""
     missing = tmp_path / "missing"
+    name = command[1] if command[0] == "-m" else command[0]
     args = {"invert.py": ["--ckpt", missing, "--image", CAT, "--out", tmp_path / "m.npz"],
             "edit.py": [missing, "--ckpt", missing, "--out", tmp_path / "e.png"],
             "train.py": ["--data", missing, "--out", tmp_path / "run"],
             "ddpm.sample": ["--ckpt", missing, "--out", tmp_path / "g.png"],
-            "ddpm.verify": [missing, "--ckpt", missing]}[command[0] if command[0] != "-m" else command[1]]
+            "ddpm.verify": [missing, "--ckpt", missing],
+            "bench/quality.py": ["--ckpt", missing, "--real", missing, "--ref", missing]}[name]
     r = subprocess.run([sys.executable, *command, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
     assert_error(r, "missing")
 
