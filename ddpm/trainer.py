@@ -215,9 +215,7 @@ class TrainLoop:
         torch.set_rng_state(ck["torch_rng"])
         torch.cuda.set_rng_state_all(ck["cuda_rng"])  # [] (saved without CUDA) sets nothing
         truncate_log(self.out / "log.jsonl", self.step, self.world)
-        note = f"; it keeps its random streams and data order (data seed {self.at.seed}), --seed {self.cfg.seed} " \
-            "seeds new runs only" if self.at.seed != seed_for(self.cfg.seed, "data") else ""
-        log(self.out, self.world, f"resumed from {source} at step {self.step}{note}")
+        log(self.out, self.world, f"resumed from {source} at step {self.step}{self.at.kept(self.cfg.seed)}")
 
     def forward_backward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L_simple (Ho et al. eq. 14) weighted by --loss, on a flipped batch at uniform t, label dropout; backward."""
@@ -367,6 +365,12 @@ class Position:
     def of(cls, ck: dict) -> "Position":
         """The position a checkpoint dict saved; one saved before `data_seed` was kept used its run's --seed."""
         return cls(ck.get("data_seed", seed_for(ck["config"]["train"]["seed"], "data")), ck["epoch"], ck["pos"])
+
+    def kept(self, seed: int) -> str:
+        """What a continued run tells a user whose --seed is not the one its data order came from ("" if it is)."""
+        if self.seed == seed_for(seed, "data"):
+            return ""
+        return f"; it keeps its random streams and data order (data seed {self.seed}); --seed {seed} is for new runs"
 
 
 def ignore_stop_signals(_worker_id: int) -> None:
