@@ -52,8 +52,9 @@ def save_train_state(path: str | Path, ck: dict, ema_sha256: str) -> None:
             state[f"exp_avg.{k}"] = opt[i]["exp_avg"].bfloat16()
             state[f"exp_avg_sq.{k}"] = opt[i]["exp_avg_sq"].bfloat16()
     state["gen"], state["torch_rng"] = ck["gen"], ck["torch_rng"]
+    position = {k: json.dumps(ck[k]) for k in ("step", "epoch", "pos", "data_seed") if k in ck}  # older: no data_seed
     meta = {"format": FORMAT, "ema_sha256": ema_sha256, "config": json.dumps(ck["config"]),
-            **{k: json.dumps(ck[k]) for k in ("step", "epoch", "pos", "data_seed")}, "adam_step": json.dumps(adam_step)}
+            "adam_step": json.dumps(adam_step), **position}
     save_safetensors(path, {k: v.contiguous() for k, v in state.items()}, meta)
 
 
