@@ -262,13 +262,14 @@ class TrainLoop:
                                               batch=min(256, self.cfg.batch), generator=g, device=self.world.device)}
 
     def milestones(self, stop: Stop) -> None:
-        """After a step: checkpoint, sample grid, held-out figures as scheduled; a signal, also during those, saves."""
+        """After a step: checkpoint, sample grid, held-out figures as scheduled (the last step's are finish()'s, so each
+        is made once); a signal, also during those, saves."""
         cfg, step = self.cfg, self.step
-        if step % cfg.ckpt_every == 0:
+        if step % cfg.ckpt_every == 0 and step < cfg.steps:
             self.save()
-        if not self.world.rank and cfg.sample_every and step % cfg.sample_every == 0:
+        if not self.world.rank and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
             self.samples()
-        if not self.world.rank and cfg.eval_every and step % cfg.eval_every == 0:
+        if not self.world.rank and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             log(self.out, self.world, self.evaluate())
         if stop.signum and step % cfg.ckpt_every:
             self.save()
@@ -294,21 +295,20 @@ class TrainLoop:
                                            "grad_norm": gnorm, "steps_per_s": sps, "images_per_s": sps * cfg.batch,
                                            "elapsed_s": dt})
             self.milestones(stop)
-            if stop.signum:
+            if stop.signum and self.step < cfg.steps:  # at the last step finish() saves
                 bar.close()
                 log(self.out, self.world,
                     f"signal {stop.signum}: saved checkpoint at step {self.step}; continue with --resume")
                 raise SystemExit(128 + stop.signum)
         bar.close()
-        self.finish(drew_last=bool(cfg.sample_every) and self.step % cfg.sample_every == 0 and self.step > s0)
+        self.finish()
 
-    def finish(self, drew_last: bool) -> None:
-        """The end of a run: checkpoint, a sample grid unless one was just drawn, held-out figures."""
+    def finish(self) -> None:
+        """The end of a run: checkpoint, sample grid, held-out figures."""
         agree = ranks_agree(self.model, self.world)
         self.save()
         if not self.world.rank:
-            if not drew_last:
-                self.samples()
+            self.samples()
             result = {**self.evaluate(), **({"ranks_agree": agree} if self.world.size > 1 else {})}
             log(self.out, self.world, result)
             log(self.out, self.world, f"done: step {self.step}, held-out loss {result['eval_loss']:.4f}, "

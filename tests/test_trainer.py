@@ -103,6 +103,17 @@ def test_image_folder_trains_and_logs_progress(image_folder, tmp_path):
     assert final["step"] == 3 and np.isfinite(final["bits_per_dim"]) and final["bits_per_dim_ci95"] > 0
 
 
+def test_a_run_ending_on_a_milestone_makes_its_last_figures_once(image_folder, tmp_path):
+    """--steps 4 with held-out figures, grids and checkpoints every 2 steps: one held-out record per step (2 and 4;
+    finish() makes the last step's, the milestone does not repeat it), and the last step's checkpoint is saved."""
+    train("--data", image_folder, "--eval-data", image_folder, "--out", tmp_path / "run", "--steps", 4,
+          "--eval-every", 2, "--sample-every", 2, "--ckpt-every", 2)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "bits_per_dim" in r] == [2, 4]
+    assert sorted(p.name for p in (tmp_path / "run").glob("ckpt_*.pt")) == ["ckpt_00000002.pt", "ckpt_00000004.pt"]
+    assert {p.name for p in (tmp_path / "run").glob("samples_*.png")} == {"samples_00000002.png", "samples_00000004.png"}
+
+
 def test_loss_decreases_when_overfitting_a_few_images(uninterrupted_40):
     """L_simple on 9 real images, 40 steps: the mean of the last 15 logged losses < 60% of the first 15."""
     losses = [r["loss"] for r in map(json.loads, (uninterrupted_40 / "log.jsonl").read_text().splitlines())
