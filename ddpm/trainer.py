@@ -262,14 +262,13 @@ class TrainLoop:
                                               batch=min(256, self.cfg.batch), generator=g, device=self.world.device)}
 
     def milestones(self, stop: Stop) -> None:
-        """After a step: checkpoint, sample grid, held-out figures as scheduled (the last step's are finish()'s, so each
-        is made once); a signal, also during those, saves."""
+        """After a step: checkpoint, sample grid, held-out figures as scheduled; a signal, also during those, saves."""
         cfg, step = self.cfg, self.step
-        if step % cfg.ckpt_every == 0 and step < cfg.steps:
+        if step % cfg.ckpt_every == 0:
             self.save()
-        if not self.world.rank and cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+        if not self.world.rank and cfg.sample_every and step % cfg.sample_every == 0:
             self.samples()
-        if not self.world.rank and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+        if not self.world.rank and cfg.eval_every and step % cfg.eval_every == 0:
             log(self.out, self.world, self.evaluate())
         if stop.signum and step % cfg.ckpt_every:
             self.save()
@@ -283,24 +282,24 @@ class TrainLoop:
         net = torch.compile(net) if cfg.compile else net
         stop, it, t0, s0 = Stop(), batches(self.train_set, cfg, self.world, self.at), time.time(), self.step
         self.model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=bool(self.world.rank), dynamic_ncols=True)
-        while self.step < cfg.steps:
-            loss, gnorm = self.run_step(net, *next(it))
-            dt = time.time() - t0
-            sps = (self.step - s0) / max(dt, 1e-9)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{sps:.2f}", img_s=f"{sps * cfg.batch:.1f}")
-            if self.step % cfg.log_every == 0:
-                log(self.out, self.world, {"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg),
-                                           "grad_norm": gnorm, "steps_per_s": sps, "images_per_s": sps * cfg.batch,
-                                           "elapsed_s": dt})
-            self.milestones(stop)
-            if stop.signum and self.step < cfg.steps:  # at the last step finish() saves
-                bar.close()
-                log(self.out, self.world,
-                    f"signal {stop.signum}: saved checkpoint at step {self.step}; continue with --resume")
-                raise SystemExit(128 + stop.signum)
-        bar.close()
+        with tqdm(total=cfg.steps, initial=self.step, disable=bool(self.world.rank), dynamic_ncols=True) as bar:
+            while self.step < cfg.steps:
+                loss, gnorm = self.run_step(net, *next(it))
+                dt = time.time() - t0
+                sps = (self.step - s0) / max(dt, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{sps:.2f}", img_s=f"{sps * cfg.batch:.1f}")
+                if self.step % cfg.log_every == 0:
+                    log(self.out, self.world, {"step": self.step, "loss": loss, "lr": lr_at(self.step - 1, cfg),
+                                               "grad_norm": gnorm, "steps_per_s": sps, "images_per_s": sps * cfg.batch,
+                                               "elapsed_s": dt})
+                if self.step == cfg.steps:  # the last step's checkpoint, grid and figures are finish()'s, made once
+                    break
+                self.milestones(stop)
+                if stop.signum:
+                    log(self.out, self.world,
+                        f"signal {stop.signum}: saved checkpoint at step {self.step}; continue with --resume")
+                    raise SystemExit(128 + stop.signum)
         self.finish()
 
     def finish(self) -> None:
