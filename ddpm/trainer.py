@@ -372,11 +372,16 @@ class Position:
         return f"; it keeps its random streams and data order (data seed {self.seed}); --seed {seed} is for new runs"
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def ignore_stop_signals(_worker_id: int) -> None:
     """Data workers ignore SIGINT/SIGTERM. Ctrl-C, `pkill -f train.py` or a container stop signal the workers too; a
-    worker that died of it made the main process crash before it could save. The main process ends its workers."""
-    for s in (signal.SIGINT, signal.SIGTERM):
+    worker that died of it made the main process crash before it could save. The main process ends its workers.
+    A worker is born with them blocked (`batches`), so one sent before this runs is dropped here, not fatal."""
+    for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def batches(train_set: Dataset, cfg: TrainConfig, world: World, at: Position):
@@ -385,9 +390,14 @@ def batches(train_set: Dataset, cfg: TrainConfig, world: World, at: Position):
     while True:
         sampler = ResumableSampler(len(train_set), at.seed, at.epoch, at.pos * per_rank,
                                    world.rank, world.size)
-        for x, y in DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=True,
-                               num_workers=cfg.workers, pin_memory=world.device.type == "cuda",
-                               worker_init_fn=ignore_stop_signals):
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # while the workers are forked (each epoch)
+        try:
+            loader = iter(DataLoader(train_set, batch_size=per_rank, sampler=sampler, drop_last=True,
+                                     num_workers=cfg.workers, pin_memory=world.device.type == "cuda",
+                                     worker_init_fn=ignore_stop_signals))
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        for x, y in loader:
             at.pos += 1
             yield x, y
         at.epoch, at.pos = at.epoch + 1, 0
