@@ -34,6 +34,7 @@ $(VENV)/.docs: requirements-docs.txt $(VENV)/.runtime
 
 figures: $(VENV)/.docs
 	$(PY) -m bench.figures --ckpt $(CKPT) --out docs/figures
+	$(PY) -m bench.curves --out docs/figures/training_curves.png
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
