@@ -2,7 +2,8 @@
 (python -m bench.curves; matplotlib, `pip install -r requirements-docs.txt`):
 
     held-out bits/dim   every held-out record of checkpoints/<name>.log.jsonl, coloured by the learning rate then
-    Frechet distance    every milestone of checkpoints/<name>.quality.jsonl (bench/quality.py), beside its floor
+    Frechet distance    every milestone of checkpoints/<name>.quality.jsonl (bench/quality.py), beside its floor,
+                        with bars of 2 bootstrap standard errors where the record has them (`frechet_se`)
 
 both against the steps in all (images seen / 32), into docs/figures/training_curves.png. A model's log is the
 concatenation of its runs, each after a `segment` line naming where it starts (see `steps_in_all`).
@@ -69,9 +70,14 @@ def main(argv=None):
         series = [("frechet_distance", "frechet_floor", " pooled to 32x32" if native else "")]
         series += [("frechet_distance_native", "frechet_floor_native", " 64x64 (native)")] if native else []
         for k, (key, floor_key, label) in enumerate(series):
-            measured = [q for q in quality if key in q]
+            measured, se_key = [q for q in quality if key in q], key.replace("frechet_distance", "frechet_se")
             a.plot([q["total_steps"] for q in measured], [q[key] for q in measured], "o-", color=f"C{k}",
                    label=f"samples{label}")
+            with_se = [q for q in measured if se_key in q]  # measured since session 24
+            if with_se:
+                a.errorbar([q["total_steps"] for q in with_se], [q[key] for q in with_se],
+                           yerr=[2 * q[se_key] for q in with_se], fmt="none", color=f"C{k}", capsize=3,
+                           label=f"2 bootstrap s.e.{label}")
             a.axhline(measured[-1][floor_key], color=f"C{k}", ls="--", lw=0.8, label=f"floor{label}: real vs real")
         a.set(ylim=(0, None), xlabel="steps in all (batch 32)", ylabel="Frechet distance, classifier features",
               title=f"{name}: sample quality (bench/quality.py)")

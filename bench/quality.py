@@ -6,7 +6,8 @@
 
 Prints, with the seeds fixed (samples are a deterministic function of --seed):
   - Frechet distance (Heusel et al. 2017, eq. 6 of the FID paper) between --n samples and all --real images, in the
-    penultimate (512-d) features of the measuring classifier `bench/classifier.py`, next to its floor: the same
+    penultimate (512-d) features of the measuring classifier `bench/classifier.py`, with its bootstrap standard
+    error over the samples (`frechet_se*`: how far another --seed would move it), next to its floor: the same
     distance from --n real --ref images to --real. Not comparable with Inception-feature FIDs. Images larger than
     the classifier's 32x32 are average-pooled to it, which hides every detail finer than 32x32; for them the
     distance is also computed on the images themselves (`*_native`, the ResNet's global pool accepts any size).
@@ -76,13 +77,26 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     return ((mu_a - mu_b).pow(2).sum() + C_a.trace() + C_b.trace() - 2 * tr_sqrt).item()
 
 
+def frechet_se(a: Tensor, b: Tensor, B: int = 100, seed: int = 0) -> float:
+    """Bootstrap standard error of frechet_distance(a, b) from the finite set a (Efron 1979): the std over B
+    resamples of a's rows with replacement, b fixed. It estimates how far the distance of another draw of the same
+    number of samples (another --seed) would land: the error a milestone-to-milestone move must exceed to mean
+    something. The real set b is the same at every milestone, so its own finiteness is left out."""
+    g = torch.Generator().manual_seed(seed)
+    d = [frechet_distance(a[torch.randint(len(a), (len(a),), generator=g)], b) for _ in range(B)]
+    return torch.tensor(d, dtype=torch.float64).std().item()
+
+
 def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor) -> dict:
-    """Frechet distance of the samples to the real images and its floor (ref_x to real_x) in the classifier's
-    features at 32x32; for larger images also in its features of the images themselves (`*_native`)."""
+    """Frechet distance of the samples to the real images, its bootstrap standard error (`frechet_se`) and its floor
+    (ref_x to real_x) in the classifier's features at 32x32; for larger images also in its features of the images
+    themselves (`*_native`)."""
     out = {}
     for native in (False, True) if real_x.shape[-1] > 32 else (False,):
-        f_real, key = features(net, real_x, native=native), "_native" if native else ""
-        out["frechet_distance" + key] = frechet_distance(features(net, samples, native=native), f_real)
+        f_real, f_samples, key = features(net, real_x, native=native), features(net, samples, native=native), \
+            "_native" if native else ""
+        out["frechet_distance" + key] = frechet_distance(f_samples, f_real)
+        out["frechet_se" + key] = frechet_se(f_samples, f_real)
         out["frechet_floor" + key] = frechet_distance(features(net, ref_x, native=native), f_real)
     return out
 
