@@ -42,8 +42,8 @@ def test_card_numbers_come_from_the_training_log(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_card_sample_quality_comes_from_the_committed_bench_output(name):
     """checkpoints/<name>.quality.jsonl holds `python -m bench.quality` output per milestone; the record of the
-    shipped file (its sha256) exists, and its Frechet distance(s), chroma and (conditional models) class agreement
-    are the card's."""
+    shipped file (its sha256) exists, and its Frechet distance(s) with their standard errors, chroma and (conditional
+    models) class agreement are the card's."""
     records = [json.loads(line) for line in (ROOT / "checkpoints" / f"{name}.quality.jsonl").read_text().splitlines()]
     shipped = [r for r in records if r["sha256"] == file_sha256(ROOT / "checkpoints" / f"{name}.safetensors")]
     assert len(shipped) == 1
@@ -53,6 +53,7 @@ def test_card_sample_quality_comes_from_the_committed_bench_output(name):
         shown |= {"class_agreement_cfg1": ".3f", "class_agreement_cfg3": ".3f"}
     if FACE_MODELS.get(name, 32) > 32:  # larger than the classifier's 32x32: the distance on the images themselves too
         shown["frechet_distance_native"] = ".2f"
+    shown |= {k: ".2f" for k in ("frechet_se", "frechet_se_native") if k in q}  # records since session 24
     for key, fmt in shown.items():
         assert format(q[key], fmt) in text, key
 
