@@ -66,24 +66,34 @@ def features(net: torch.nn.Module, x: Tensor, batch: int = 500, native: bool = F
     return torch.cat([body(x[k:k + batch].float()).flatten(1) for k in range(0, len(x), batch)]).double()
 
 
-def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)) of two feature sets (N, D), float64.
+def moments(f: Tensor) -> tuple[Tensor, Tensor]:
+    """(mu, C): the mean (D,) and covariance (D, D) of a feature set (N, D)."""
+    return f.mean(0), torch.cov(f.T)
+
+
+def frechet_from_moments(mu_a: Tensor, C_a: Tensor, mu_b: Tensor, C_b: Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)), float64.
     Tr (C_a C_b)^(1/2) = sum of the square roots of the eigenvalues of C_a^(1/2) C_b C_a^(1/2) (symmetric PSD)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    C_a, C_b = torch.cov(a.T), torch.cov(b.T)
     w, V = torch.linalg.eigh(C_a)
     root_a = V @ torch.diag(w.clamp(min=0).sqrt()) @ V.T
     tr_sqrt = torch.linalg.eigvalsh(root_a @ C_b @ root_a).clamp(min=0).sqrt().sum()
     return ((mu_a - mu_b).pow(2).sum() + C_a.trace() + C_b.trace() - 2 * tr_sqrt).item()
 
 
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """The Frechet distance (`frechet_from_moments`) of two feature sets (N, D), float64."""
+    return frechet_from_moments(*moments(a), *moments(b))
+
+
 def frechet_se(a: Tensor, b: Tensor, B: int = 100, seed: int = 0) -> float:
     """Bootstrap standard error of frechet_distance(a, b) from the finite set a (Efron 1979): the std over B
     resamples of a's rows with replacement, b fixed. It estimates how far the distance of another draw of the same
     number of samples (another --seed) would land: the error a milestone-to-milestone move must exceed to mean
-    something. The real set b is the same at every milestone, so its own finiteness is left out."""
-    g = torch.Generator().manual_seed(seed)
-    d = [frechet_distance(a[torch.randint(len(a), (len(a),), generator=g)], b) for _ in range(B)]
+    something. The real set b is the same at every milestone, so its own finiteness is left out (and its moments
+    are computed once)."""
+    g, moments_b = torch.Generator().manual_seed(seed), moments(b)
+    d = [frechet_from_moments(*moments(a[torch.randint(len(a), (len(a),), generator=g)]), *moments_b)
+         for _ in range(B)]
     return torch.tensor(d, dtype=torch.float64).std().item()
 
 
@@ -93,8 +103,8 @@ def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor
     themselves (`*_native`)."""
     out = {}
     for native in (False, True) if real_x.shape[-1] > 32 else (False,):
-        f_real, f_samples, key = features(net, real_x, native=native), features(net, samples, native=native), \
-            "_native" if native else ""
+        key = "_native" if native else ""
+        f_real, f_samples = features(net, real_x, native=native), features(net, samples, native=native)
         out["frechet_distance" + key] = frechet_distance(f_samples, f_real)
         out["frechet_se" + key] = frechet_se(f_samples, f_real)
         out["frechet_floor" + key] = frechet_distance(features(net, ref_x, native=native), f_real)
