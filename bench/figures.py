@@ -141,7 +141,7 @@ def recon_figure(out: Path, model, x0: torch.Tensor, quick: bool) -> None:
     fig, a = p.subplots(figsize=(8.5, 4))
     for dtype, style in ((torch.float32, "-o"), (torch.float64, "--s")):
         # float64 convolutions are ~10x slower on a CPU: S <= 100 keeps the script within minutes
-        Ss = [10, 20] if quick else [10, 50, 100, 500] if dtype == torch.float32 else [10, 50, 100]
+        Ss = [5, 10] if quick else [10, 50, 100, 500] if dtype == torch.float32 else [10, 50, 100]
         model.to("cpu", dtype)
         for label, kw in (("exact", {}), ("batched", {"mode": "batched", "chunk": 10}), ("zero-last", {"last": "zero"})):
             errs = [(invert_to_maps(model, x0[:1].to(dtype), S=s, progress=False, **kw)[1] - x0[:1].to(dtype))

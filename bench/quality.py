@@ -71,12 +71,18 @@ def moments(f: Tensor) -> tuple[Tensor, Tensor]:
     return f.mean(0), torch.cov(f.T)
 
 
-def frechet_from_moments(mu_a: Tensor, C_a: Tensor, mu_b: Tensor, C_b: Tensor) -> float:
+def sqrtm_psd(C: Tensor) -> Tensor:
+    """The symmetric square root of a symmetric positive semi-definite matrix (negative rounding eigenvalues -> 0)."""
+    w, V = torch.linalg.eigh(C)
+    return (V * w.clamp(min=0).sqrt()) @ V.T
+
+
+def frechet_from_moments(mu_a: Tensor, C_a: Tensor, mu_b: Tensor, C_b: Tensor, root_b: Tensor | None = None) -> float:
     """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)), float64.
-    Tr (C_a C_b)^(1/2) = sum of the square roots of the eigenvalues of C_a^(1/2) C_b C_a^(1/2) (symmetric PSD)."""
-    w, V = torch.linalg.eigh(C_a)
-    root_a = V @ torch.diag(w.clamp(min=0).sqrt()) @ V.T
-    tr_sqrt = torch.linalg.eigvalsh(root_a @ C_b @ root_a).clamp(min=0).sqrt().sum()
+    Tr (C_a C_b)^(1/2) = sum of the square roots of the eigenvalues of C_b^(1/2) C_a C_b^(1/2) (symmetric PSD);
+    root_b is C_b^(1/2) when the caller already has it (one eigendecomposition less per call)."""
+    root_b = sqrtm_psd(C_b) if root_b is None else root_b
+    tr_sqrt = torch.linalg.eigvalsh(root_b @ C_a @ root_b).clamp(min=0).sqrt().sum()
     return ((mu_a - mu_b).pow(2).sum() + C_a.trace() + C_b.trace() - 2 * tr_sqrt).item()
 
 
@@ -90,23 +96,24 @@ def frechet_se(a: Tensor, b: Tensor, B: int = 100, seed: int = 0) -> float:
     resamples of a's rows with replacement, b fixed. It estimates how far the distance of another draw of the same
     number of samples (another --seed) would land: the error a milestone-to-milestone move must exceed to mean
     something. The real set b is the same at every milestone, so its own finiteness is left out (and its moments
-    are computed once)."""
-    g, moments_b = torch.Generator().manual_seed(seed), moments(b)
-    d = [frechet_from_moments(*moments(a[torch.randint(len(a), (len(a),), generator=g)]), *moments_b)
+    and their square root are computed once)."""
+    g, (mu_b, C_b) = torch.Generator().manual_seed(seed), moments(b)
+    root_b = sqrtm_psd(C_b)
+    d = [frechet_from_moments(*moments(a[torch.randint(len(a), (len(a),), generator=g)]), mu_b, C_b, root_b)
          for _ in range(B)]
     return torch.tensor(d, dtype=torch.float64).std().item()
 
 
-def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor) -> dict:
-    """Frechet distance of the samples to the real images, its bootstrap standard error (`frechet_se`) and its floor
-    (ref_x to real_x) in the classifier's features at 32x32; for larger images also in its features of the images
-    themselves (`*_native`)."""
+def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor, B: int = 100) -> dict:
+    """Frechet distance of the samples to the real images, its bootstrap standard error over B resamples
+    (`frechet_se`) and its floor (ref_x to real_x) in the classifier's features at 32x32; for larger images also in
+    its features of the images themselves (`*_native`)."""
     out = {}
     for native in (False, True) if real_x.shape[-1] > 32 else (False,):
         key = "_native" if native else ""
         f_real, f_samples = features(net, real_x, native=native), features(net, samples, native=native)
         out["frechet_distance" + key] = frechet_distance(f_samples, f_real)
-        out["frechet_se" + key] = frechet_se(f_samples, f_real)
+        out["frechet_se" + key] = frechet_se(f_samples, f_real, B)
         out["frechet_floor" + key] = frechet_distance(features(net, ref_x, native=native), f_real)
     return out
 

@@ -83,12 +83,12 @@ def test_frechet_reports_the_native_distance_only_above_32px():
     would be the same number, so only the pooled one is reported."""
     net = classifier.build().eval()
     x = torch.rand(16, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    f = frechet(net, block_blur(x), x, x)
+    f = frechet(net, block_blur(x), x, x, B=2)
     assert set(f) == {"frechet_distance", "frechet_floor", "frechet_distance_native", "frechet_floor_native",
                       "frechet_se", "frechet_se_native"}
     assert f["frechet_floor"] == pytest.approx(0, abs=1e-6) and f["frechet_floor_native"] == pytest.approx(0, abs=1e-6)
     assert f["frechet_distance"] == pytest.approx(0, abs=1e-6) and f["frechet_distance_native"] > 1e-3
-    assert set(frechet(net, x[:, :, :32, :32], x[:, :, :32, :32], x[:, :, :32, :32])) == {"frechet_distance",
+    assert set(frechet(net, x[:, :, :32, :32], x[:, :, :32, :32], x[:, :, :32, :32], B=2)) == {"frechet_distance",
                                                                                           "frechet_se",
                                                                                           "frechet_floor"}
 
