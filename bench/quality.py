@@ -86,21 +86,25 @@ def frechet_from_moments(mu_a: Tensor, C_a: Tensor, mu_b: Tensor, C_b: Tensor, r
     return ((mu_a - mu_b).pow(2).sum() + C_a.trace() + C_b.trace() - 2 * tr_sqrt).item()
 
 
-def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """The Frechet distance (`frechet_from_moments`) of two feature sets (N, D), float64."""
-    return frechet_from_moments(*moments(a), *moments(b))
+def reference(b: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(mu_b, C_b, C_b^(1/2)) of a fixed feature set (N, D): all that distances to it need, computed once."""
+    mu_b, C_b = moments(b)
+    return mu_b, C_b, sqrtm_psd(C_b)
 
 
-def frechet_se(a: Tensor, b: Tensor, B: int = 100, seed: int = 0) -> float:
+def frechet_distance(a: Tensor, b: Tensor | tuple) -> float:
+    """The Frechet distance (`frechet_from_moments`) of two feature sets (N, D), float64; b may be `reference(b)`."""
+    return frechet_from_moments(*moments(a), *(b if isinstance(b, tuple) else reference(b)))
+
+
+def frechet_se(a: Tensor, b: Tensor | tuple, B: int = 100, seed: int = 0) -> float:
     """Bootstrap standard error of frechet_distance(a, b) from the finite set a (Efron 1979): the std over B
     resamples of a's rows with replacement, b fixed. It estimates how far the distance of another draw of the same
     number of samples (another --seed) would land: the error a milestone-to-milestone move must exceed to mean
     something. The real set b is the same at every milestone, so its own finiteness is left out (and its moments
-    and their square root are computed once)."""
-    g, (mu_b, C_b) = torch.Generator().manual_seed(seed), moments(b)
-    root_b = sqrtm_psd(C_b)
-    d = [frechet_from_moments(*moments(a[torch.randint(len(a), (len(a),), generator=g)]), mu_b, C_b, root_b)
-         for _ in range(B)]
+    and their square root are computed once; b may be `reference(b)` already)."""
+    g, ref = torch.Generator().manual_seed(seed), b if isinstance(b, tuple) else reference(b)
+    d = [frechet_from_moments(*moments(a[torch.randint(len(a), (len(a),), generator=g)]), *ref) for _ in range(B)]
     return torch.tensor(d, dtype=torch.float64).std().item()
 
 
@@ -111,10 +115,10 @@ def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor
     out = {}
     for native in (False, True) if real_x.shape[-1] > 32 else (False,):
         key = "_native" if native else ""
-        f_real, f_samples = features(net, real_x, native=native), features(net, samples, native=native)
-        out["frechet_distance" + key] = frechet_distance(f_samples, f_real)
-        out["frechet_se" + key] = frechet_se(f_samples, f_real, B)
-        out["frechet_floor" + key] = frechet_distance(features(net, ref_x, native=native), f_real)
+        real, f_samples = reference(features(net, real_x, native=native)), features(net, samples, native=native)
+        out["frechet_distance" + key] = frechet_distance(f_samples, real)
+        out["frechet_se" + key] = frechet_se(f_samples, real, B)
+        out["frechet_floor" + key] = frechet_distance(features(net, ref_x, native=native), real)
     return out
 
 
