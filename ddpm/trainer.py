@@ -8,7 +8,6 @@ same machine.
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import math
 import os
@@ -301,8 +300,6 @@ class TrainLoop:
                     log(self.out, self.world,
                         f"signal {stop.signum}: saved checkpoint at step {self.step}; continue with --resume")
                     raise SystemExit(128 + stop.signum)
-        del net  # DDP's reducer holds the process group: free it here, so that the group can end inside finish()'s
-        gc.collect()  # destroy_process_group, not at interpreter exit (a gloo rank aborted there once in ~90 runs)
         self.finish()
 
     def finish(self) -> None:
