@@ -44,7 +44,8 @@ def posthoc_weights(steps: list[int], tau: float) -> list[float]:
     T, n = steps[-1], len(steps)
     ds = [((steps[min(i + 1, n - 1)] - steps[max(i - 1, 0)]) / 2) or 1.0 for i in range(n)]
     w = [math.exp(-(T - s) / tau) * d for s, d in zip(steps, ds)]
-    return [x / sum(w) for x in w]
+    total = sum(w)
+    return [x / total for x in w]
 
 
 def read_snapshot(spec: str) -> tuple[dict, dict, int]:

@@ -77,11 +77,10 @@ def sqrtm_psd(C: Tensor) -> Tensor:
     return (V * w.clamp(min=0).sqrt()) @ V.T
 
 
-def frechet_from_moments(mu_a: Tensor, C_a: Tensor, mu_b: Tensor, C_b: Tensor, root_b: Tensor | None = None) -> float:
+def frechet_from_moments(mu_a: Tensor, C_a: Tensor, mu_b: Tensor, C_b: Tensor, root_b: Tensor) -> float:
     """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)), float64.
     Tr (C_a C_b)^(1/2) = sum of the square roots of the eigenvalues of C_b^(1/2) C_a C_b^(1/2) (symmetric PSD);
-    root_b is C_b^(1/2) when the caller already has it (one eigendecomposition less per call)."""
-    root_b = sqrtm_psd(C_b) if root_b is None else root_b
+    (mu_b, C_b, root_b = C_b^(1/2)) is `reference(b)`, computed once per real set."""
     tr_sqrt = torch.linalg.eigvalsh(root_b @ C_a @ root_b).clamp(min=0).sqrt().sum()
     return ((mu_a - mu_b).pow(2).sum() + C_a.trace() + C_b.trace() - 2 * tr_sqrt).item()
 
