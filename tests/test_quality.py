@@ -6,11 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from bench import classifier
 from bench.quality import (chroma, features, frechet, frechet_distance, frechet_se, image_mean_spread, mean_error,
-                           mean_gain, reference)
+                           mean_gain, reference, seen_like)
 from ddpm.checkpoint import save_model
+from ddpm.data import load_dataset
+from ddpm.evaluate import loss_gap
 from ddpm.schedule import linear_schedule
 from ddpm.unet import UNet, UNetConfig
 
@@ -134,6 +137,51 @@ def test_mean_gain_is_the_slope_of_the_predicted_image_mean():
     assert a["mean_gain_exact_t990"] > 0.98 and a["mean_gain_exact_t200"] < 0.05
 
 
+def test_loss_gap_of_a_network_that_memorized_its_one_training_image_is_the_closed_form():
+    """A network that returns eps exactly for the one image it was trained on, (x_t - sqrt(alpha_bar) c_seen) /
+    sqrt(1 - alpha_bar), has training loss 0 and, on an unseen constant image c, loss alpha_bar / (1 - alpha_bar)
+    (c - c_seen)^2 at the t drawn for that slot: the gap is their mean over the slots' t. The same network on the
+    same unseen image in both sets has gap 0: the k-th images of both sets share t and eps."""
+    sched, g = linear_schedule(), lambda: torch.Generator().manual_seed(0)
+    ab = lambda t: sched.alpha_bar[t].float()[:, None, None, None]  # noqa: E731
+
+    class Memorized(torch.nn.Module):
+        cfg = SimpleNamespace(num_classes=0)
+
+        def forward(self, x_t, t):
+            return (x_t - ab(t).sqrt() * 0.2) / (1 - ab(t)).sqrt()
+
+    images = lambda c: TensorDataset(torch.full((40, 3, 4, 4), c), torch.zeros(40, dtype=torch.long))  # noqa: E731
+    r = loss_gap(Memorized(), sched, images(0.2), images(-0.3), n=40, batch=64, generator=g())
+    a = sched.alpha_bar[torch.randint(0, sched.T, (40,), generator=g())]  # the slots' t, drawn first
+    assert r["train_loss"] == pytest.approx(0, abs=1e-6) and r["gap_images"] == 40
+    assert r["loss_gap"] == pytest.approx((a / (1 - a) * 0.25).mean().item(), rel=1e-4)
+    same = loss_gap(Memorized(), sched, images(-0.3), images(-0.3), n=40, batch=16, generator=g())
+    assert same["loss_gap"] == 0 and same["loss_gap_ci95"] == 0
+
+
+def test_seen_like_takes_the_training_faces_of_the_folders_the_held_out_faces_come_from(tmp_path):
+    """CelebA: held-out faces (ids after 162770) only in the larger archive, so the gap's training faces are that
+    archive's train-partition faces, not the smaller archive's; a CIFAR-10 folder keeps --ref."""
+    from PIL import Image
+
+    for folder, width, ids in (("half", 44, [1, 2, 3, 4]), ("full", 88, [5, 6, 162771, 162772])):
+        (tmp_path / folder / "faces").mkdir(parents=True)
+        for k in ids:
+            face = Image.new("RGB", (width, width * 109 // 89), (k % 255, 90, 40))
+            face.save(tmp_path / folder / "faces" / f"{k:06d}.jpg")
+        (tmp_path / folder / "identity.txt").write_text("".join(f"{k:06d}.jpg {k}\n" for k in ids))
+    unseen = load_dataset(tmp_path, 16, train=False)
+    seen = seen_like(unseen, str(tmp_path), 16)
+    assert [f.name for f in unseen.files] == ["162771.jpg", "162772.jpg"]
+    assert [f.name for f in seen.files] == ["000005.jpg", "000006.jpg"]
+    assert len(load_dataset(tmp_path, 16, train=True)) == 6
+    real = tmp_path / "real" / "cat"
+    real.mkdir(parents=True)
+    shutil.copy(sorted((ASSETS / "cifar10").glob("*.jpg"))[0], real)
+    assert len(seen_like(load_dataset(real.parent, 32), str(real.parent), 32)) == 1
+
+
 def test_the_bench_reports_every_number_of_a_card_row(tmp_path):
     """python -m bench.quality on a tiny class-conditional model and the 10 shipped CIFAR-10 images: the JSON file
     holds the Frechet distance and its floor, chroma, held-out figures and class agreement at guidance 1 and 3."""
@@ -152,4 +200,5 @@ def test_the_bench_reports_every_number_of_a_card_row(tmp_path):
             "class_agreement_cfg1", "class_agreement_cfg3", "classifier_test_accuracy", "image_mean_spread_samples",
             "eps_mean_error_ratio_t800"} <= set(q)
     assert q["frechet_floor"] == pytest.approx(0, abs=1e-3)  # --ref = --real: a set against itself (rank 9)
+    assert q["loss_gap"] == 0 and q["gap_images"] == 10  # the same 10 images, each slot's t and noise shared
     assert q["frechet_distance"] > 1 and 0 <= q["class_agreement_cfg3"] <= 1 and len(q["sha256"]) == 64
