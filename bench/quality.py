@@ -50,9 +50,8 @@ from ddpm.models import load_model
 from ddpm.schedule import make_steps, strided_timesteps
 
 
-def images(path: str, size: int, train: bool, n: int | None = None) -> tuple[Tensor, Tensor]:
+def images(ds: Dataset, n: int | None = None) -> tuple[Tensor, Tensor]:
     """(x, y): n images (all when None) evenly spaced through the set, in [-1, 1]."""
-    ds = load_dataset(path, size, train=train)
     x, y = zip(*DataLoader(evenly_spaced(ds, n or len(ds)), batch_size=500))
     return torch.cat(x), torch.cat(y)
 
@@ -60,7 +59,7 @@ def images(path: str, size: int, train: bool, n: int | None = None) -> tuple[Ten
 def seen_like(unseen: Dataset, ref: str, size: int) -> Dataset:
     """Training images from the source of the held-out ones, for `loss_gap`: the --ref set, except for CelebA, whose
     held-out faces all come from the full-resolution archive and 93% of whose training faces from the half-resolution
-    one (blurrier: their loss alone is ~10% lower); there the training faces of the held-out faces' folders."""
+    one (blurrier: their loss alone is 8-10% lower); there the training faces of the held-out faces' folders."""
     if isinstance(unseen, CelebAFaces):
         return CelebAFaces(sorted({f.parent.parent for f in unseen.files}), size, train=True)
     return load_dataset(ref, size, train=True)
@@ -238,9 +237,9 @@ def main(argv=None):
     t0 = time.time()
     model, (net, cmeta) = load_model(args.ckpt), classifier.load(args.classifier)
     size = model.unet.cfg.image_size
-    real_x, real_y = images(args.real, size, train=False)
     unseen = load_dataset(args.real, size, train=False)
-    ref_x, _ = images(args.ref, size, train=True, n=args.n)
+    real_x, _ = images(unseen)
+    ref_x, _ = images(load_dataset(args.ref, size, train=True), n=args.n)
     samples = draw(model, args.n, args.steps, args.seed)
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)
