@@ -11,6 +11,9 @@ Prints, with the seeds fixed (samples are a deterministic function of --seed):
     distance from --n real --ref images to --real. Not comparable with Inception-feature FIDs. Images larger than
     the classifier's 32x32 are average-pooled to it, which hides every detail finer than 32x32; for them the
     distance is also computed on the images themselves (`*_native`, the ResNet's global pool accepts any size).
+    With --against an earlier checkpoint: the change of the distance since it, from both checkpoints' samples of
+    the same noise, with its paired standard error (`frechet_change*`): a milestone's move resolved where
+    frechet_se, the error of another seed, is larger than the move.
   - mean chroma, mean over pixels of |x - mean over channels| in [-1, 1] units, of the samples and the real images,
     and the spread of their image means (`image_mean_spread`).
   - held-out L_simple and bits/dim (`ddpm.vlb`) on up to 1,000 --real images evenly spaced through the set, and
@@ -117,10 +120,30 @@ def frechet_se(a: Tensor, b: Tensor | tuple, B: int = 100, seed: int = 0) -> flo
     return torch.tensor(d, dtype=torch.float64).std().item()
 
 
-def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor, B: int = 100) -> dict:
+def frechet_change(a: Tensor, a_before: Tensor, b: Tensor | tuple, B: int = 100, seed: int = 0) -> tuple[float, float]:
+    """(D(a, b) - D(a_before, b), its paired bootstrap standard error): the move of the Frechet distance between two
+    checkpoints whose samples were drawn from the same noise (the same --seed, so row k of a and of a_before come
+    from the same x_T and z_t: common random numbers). Each resample takes the same rows of both sets, so the draw's
+    luck, which the two share, cancels in the difference; `frechet_se` of either set alone is the error of another
+    --seed, several times larger than the change between neighbouring milestones."""
+    if a.shape != a_before.shape:
+        raise ValueError(f"paired sets must have the same shape, got {tuple(a.shape)} and {tuple(a_before.shape)}: "
+                         "draw both checkpoints' samples with the same --n")
+    g, ref = torch.Generator().manual_seed(seed), b if isinstance(b, tuple) else reference(b)
+    d = []
+    for _ in range(B):
+        k = torch.randint(len(a), (len(a),), generator=g)
+        d.append(frechet_from_moments(*moments(a[k]), *ref) - frechet_from_moments(*moments(a_before[k]), *ref))
+    change = frechet_distance(a, ref) - frechet_distance(a_before, ref)
+    return change, torch.tensor(d, dtype=torch.float64).std().item()
+
+
+def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor, B: int = 100,
+            before: Tensor | None = None) -> dict:
     """Frechet distance of the samples to the real images, its bootstrap standard error over B resamples
     (`frechet_se`) and its floor (ref_x to real_x) in the classifier's features at 32x32; for larger images also in
-    its features of the images themselves (`*_native`)."""
+    its features of the images themselves (`*_native`). With `before`, an earlier checkpoint's samples from the same
+    noise: also the paired change since then (`frechet_change`)."""
     out = {}
     for native in (False, True) if real_x.shape[-1] > 32 else (False,):
         key = "_native" if native else ""
@@ -128,6 +151,9 @@ def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor
         out["frechet_distance" + key] = frechet_distance(f_samples, real)
         out["frechet_se" + key] = frechet_se(f_samples, real, B)
         out["frechet_floor" + key] = frechet_distance(features(net, ref_x, native=native), real)
+        if before is not None:
+            change = frechet_change(f_samples, features(net, before, native=native), real, B)
+            out["frechet_change" + key], out["frechet_change_se" + key] = change
     return out
 
 
@@ -228,6 +254,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=100, help="strided sampling steps S")
     p.add_argument("--classifier", default=str(classifier.DEFAULT))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--against", help="an earlier checkpoint of the same model: also the paired change of the "
+                   "Frechet distance since it (its samples drawn from the same noise)")
     p.add_argument("--grid", help="write the first 64 samples here (PNG)")
     p.add_argument("--json", help="also write the numbers to this file (one JSON object; a model card's source)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -241,12 +269,18 @@ def main(argv=None):
     real_x, _ = images(unseen)
     ref_x, _ = images(load_dataset(args.ref, size, train=True), n=args.n)
     samples = draw(model, args.n, args.steps, args.seed)
+    before = load_model(args.against) if args.against else None
+    if before is not None and before.unet.cfg != model.unet.cfg:
+        raise SystemExit(f"--against {args.against}: a different network than --ckpt; give an earlier checkpoint of "
+                         "the same model")
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)
     # up to 128 distinct held-out images, spread over the set
     probe_x = real_x[torch.linspace(0, len(real_x) - 1, min(128, len(real_x))).long()]
     out = {"ckpt": args.ckpt, "sha256": model.sha256, "steps": args.steps, "n": args.n, "real_images": len(real_x),
-           **frechet(net, samples, ref_x, real_x),
+           **frechet(net, samples, ref_x, real_x,
+                     before=None if before is None else draw(before, args.n, args.steps, args.seed)),
+           **({} if before is None else {"against": args.against, "against_sha256": before.sha256}),
            "chroma_samples": chroma(samples), "chroma_real": chroma(real_x),
            "image_mean_spread_samples": image_mean_spread(samples), "image_mean_spread_real": image_mean_spread(real_x),
            **held_out(model.unet, model.sched, unseen, n=1000, batch=250,
