@@ -27,10 +27,11 @@ from .data import ResumableSampler, load_dataset
 from .diffusion import LOSS_WEIGHTS, loss_simple, loss_weight
 from .evaluate import held_out, sample_grid
 from .files import atomic_write
+from .grow import grow, growable
 from .images import save_png
 from .schedule import linear_schedule
 from .trainstate import SUFFIX, is_train_state, load_train_state, save_train_state
-from .unet import PRESETS, Attention, UNet, UNetConfig
+from .unet import PRESETS, UNet, UNetConfig
 
 
 def flag(default, help: str):
@@ -43,9 +44,9 @@ class TrainConfig:
     preset: str = flag("cifar10", f"UNet preset: {', '.join(PRESETS)}")
     class_cond: bool = flag(False, "add a class embedding (10 classes + a null class) for guidance")
     p_uncond: float = flag(0.1, "label dropout to the null class (classifier-free guidance)")
-    init: str = flag("", "start from these weights (a model file of the same preset, or with fewer attention blocks "
-                          "or no class embedding: what it lacks starts as identity / zero), or continue from a "
-                          f"{SUFFIX} file as --resume would (ddpm.trainstate)")
+    init: str = flag("", "start from these weights (a model file of the same preset, or of one it grows from: fewer "
+                          "res blocks or attention blocks, no class embedding; ddpm.grow), or continue from a "
+                          f"{SUFFIX} file as --resume would (ddpm.trainstate; it may grow too)")
     # data
     data: str = flag("", "training images: CIFAR-10 python folder, ImageFolder tree, CelebA folder, image folder")
     eval_data: str = flag("", "held-out images (default: a seeded 1%, at most 1000, of --data)")
@@ -204,9 +205,7 @@ class TrainLoop:
     def restore(self, source: str | Path) -> None:
         """Continue from a checkpoint (.pt) or a train state (ddpm.trainstate): weights, EMA, Adam, step, data, RNGs."""
         ck = load_train_state(source) if is_train_state(source) else load_training_checkpoint(source)
-        if ck.get("config", {}).get("unet") != self.model.cfg.to_dict():
-            raise CheckpointError(f"{source}: was trained with UNet config {ck.get('config', {}).get('unet')}, "
-                                  f"not --preset {self.cfg.preset}; use the same preset or another --out")
+        note = grow_checkpoint(ck, self.model, source, self.cfg.preset)
         ck["opt"].setdefault("param_groups", self.opt.state_dict()["param_groups"])
         for part, state in (("model", self.model), ("ema", self.ema), ("opt", self.opt)):
             state.load_state_dict(ck[part])
@@ -215,7 +214,7 @@ class TrainLoop:
         torch.set_rng_state(ck["torch_rng"])
         torch.cuda.set_rng_state_all(ck["cuda_rng"])  # [] (saved without CUDA) sets nothing
         truncate_log(self.out / "log.jsonl", self.step, self.world)
-        log(self.out, self.world, f"resumed from {source} at step {self.step}{self.at.kept(self.cfg.seed)}")
+        log(self.out, self.world, f"resumed from {source} at step {self.step}{self.at.kept(self.cfg.seed)}{note}")
 
     def forward_backward(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """L_simple (Ho et al. eq. 14) weighted by --loss, on a flipped batch at uniform t, label dropout; backward."""
@@ -326,29 +325,40 @@ def latest_checkpoint(out: str | Path) -> Path:
 
 
 def warm_start(model: UNet, path: str, preset: str) -> None:
-    """--init: weights from a model file of the same architecture, or of one with fewer attention blocks or no class
-    embedding; what the file lacks starts so that at step 0 the model equals the source. A new class embedding starts
-    at zero (it is added to the timestep embedding), so every label gives the source model. A new attention block
-    starts with proj_out at zero, so it returns its input: x + 0 (its q, k, v learn once proj_out has moved). That
-    grows a model at the resolution it lacks attention at without starting over (celeba64-cpu -> celeba64-cpu-attn32)."""
+    """--init: weights from a model file of the same architecture, or of one the model grows from (`ddpm.grow`:
+    fewer res blocks per level, attention at fewer resolutions, no class embedding), whose new parts start so that
+    at step 0 the model equals the source (celeba64-cpu -> celeba64-cpu-attn32 or -2res)."""
     from .models import load_model
 
-    src, own = load_model(path).unet.state_dict(), model.state_dict()
-    grown = {n: m for n, m in model.named_modules() if isinstance(m, Attention) and f"{n}.q.weight" not in src}
-    new = set(own) - set(src) - {f"{n}.{k}" for n, m in grown.items() for k in m.state_dict()}
-    bad = (set(src) - set(own)) | (new - {"class_emb.weight"})
-    bad |= {k for k in set(src) & set(own) if src[k].shape != own[k].shape}
-    if bad:
-        raise CheckpointError(f"--init {path}: does not match --preset {preset} ({', '.join(sorted(bad)[:3])}); "
-                              "use a model of the same preset")
-    with torch.no_grad():
-        if new:
-            model.class_emb.weight.zero_()
-        for m in grown.values():
-            m.proj_out.weight.zero_(), m.proj_out.bias.zero_()
-        model.load_state_dict({**model.state_dict(), **src})
-    notes = ["class embedding at zero"] * bool(new) + [f"{len(grown)} new attention blocks = identity"] * bool(grown)
-    tqdm.write(f"initialised from {path}" + (f" ({'; '.join(notes)})" if notes else ""), file=sys.stderr)
+    src = load_model(path).unet
+    try:
+        (state,), index = grow(model, src.cfg, src.state_dict())
+    except ValueError as e:
+        raise CheckpointError(f"--init {path}: does not match --preset {preset} ({e}); use a model of the same "
+                              "preset or of one it grows from") from None
+    model.load_state_dict(state)
+    tqdm.write(f"initialised from {path}{grown_note(index)}", file=sys.stderr)
+
+
+def grow_checkpoint(ck: dict, model: UNet, source: str | Path, preset: str) -> str:
+    """A training checkpoint dict of another UNet config laid out for `model` in place (`ddpm.grow`): weights, EMA
+    weights and Adam's moments follow their parameters, new parameters start as identities with a fresh Adam state;
+    only from a train state (--init), never on --resume. Returns a note for the log ('' when nothing grew)."""
+    src = ck.get("config", {}).get("unet")
+    if src == model.cfg.to_dict():
+        return ""
+    if not is_train_state(source) or growable(UNetConfig(**src), model.cfg):
+        raise CheckpointError(f"{source}: was trained with UNet config {src}, not --preset {preset}; use the same "
+                              "preset (or one it grows from) or another --out")
+    (ck["model"], ck["ema"]), index = grow(model, UNetConfig(**src), ck["model"], ck["ema"])
+    opt = ck["opt"]["state"]
+    ck["opt"]["state"] = {i: opt[j] for i, j in enumerate(index) if j in opt}
+    return grown_note(index)
+
+
+def grown_note(index: list[int]) -> str:
+    new = index.count(-1)
+    return f" (grown: {new} of {len(index)} parameter tensors new, starting as identity or zero)" if new else ""
 
 
 @dataclass

@@ -67,9 +67,12 @@ PRESETS: dict[str, UNetConfig] = {
     "tiny": UNetConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), dropout=0.0),
     "cifar10-cond": UNetConfig(num_classes=10),
 }
-# celeba64-cpu with attention also at 32x32 (0.83x its speed in session 12's one-off loop); grows from a celeba64-cpu
-# file with --init (the new blocks start as identity, trainer.warm_start)
+# Grown from a trained file of the preset before the dash with --init (the new blocks start as identity, ddpm.grow):
+# celeba64-cpu with attention also at 32x32 (0.83x its speed in session 12's one-off loop), and the CPU presets with
+# Ho et al.'s two res blocks per level (celeba64-cpu: 4.5M parameters, 0.71x its speed in that loop)
 PRESETS["celeba64-cpu-attn32"] = replace(PRESETS["celeba64-cpu"], attn_resolutions=(16, 32))
+PRESETS["celeba64-cpu-2res"] = replace(PRESETS["celeba64-cpu"], num_res_blocks=2)
+PRESETS["cifar10-cpu-2res"] = replace(PRESETS["cifar10-cpu"], num_res_blocks=2)
 
 
 def timestep_embedding(t: Tensor, dim: int, dtype: torch.dtype) -> Tensor:

@@ -5,7 +5,7 @@ import ast
 from conftest import ROOT
 
 # Bottom to top; the README's tour of the code lists the same order.
-LAYERS = ["files", "schedule", "unet", "images", "metrics",    # plumbing, the schedule, the network, pixels
+LAYERS = ["files", "schedule", "unet", "grow", "images", "metrics",  # plumbing, the schedule, the network, pixels
           "diffusion", "inversion", "guidance", "vlb",         # the math
           "checkpoint", "diffusers_io", "trainstate", "models", "data",  # model, training-state and data files
           "evaluate",                                          # held-out figures, sample grids

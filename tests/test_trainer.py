@@ -369,6 +369,41 @@ def test_init_grows_attention_blocks_that_start_as_identity(image_folder, tmp_pa
         warm_start(shrunk, path, "tiny")
 
 
+def test_a_train_state_grows_into_two_res_blocks_per_level_with_its_adam_moments(image_folder, tmp_path):
+    """--init of a cifar10-cpu train state with --preset cifar10-cpu-2res (ddpm.grow): before its first step the grown
+    raw and EMA networks compute exactly the source's (float64, 0 difference) and every source parameter keeps its
+    Adam moments while the new ones start without; the run goes on from the source's step and says it grew; a .pt
+    checkpoint of another preset (--resume) stays refused."""
+    from ddpm.trainer import grow_checkpoint
+    from ddpm.trainstate import load_train_state
+
+    train("--data", image_folder, "--out", tmp_path / "src", "--steps", 2, "--preset", "cifar10-cpu")
+    state = tmp_path / "src" / "ema.train-state.safetensors"
+    src, ck = load_train_state(state), load_train_state(state)
+    net = UNet(PRESETS["cifar10-cpu-2res"])
+    assert "grown: " in grow_checkpoint(ck, net, state, "cifar10-cpu-2res")
+    x, t = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64), \
+        torch.tensor([10, 900])
+    for part in ("model", "ema"):
+        a, b = UNet(PRESETS["cifar10-cpu"]).double(), UNet(PRESETS["cifar10-cpu-2res"]).double()
+        a.load_state_dict(src[part]), b.load_state_dict(ck[part])
+        with torch.no_grad():
+            assert torch.equal(a(x, t), b(x, t)), part
+    old, new = list(src["model"]), list(ck["model"])
+    moved = {new.index(k): old.index(k) for k in ("conv_in.weight", "up.0.res.0.conv1.weight", "mid.1.q.weight")}
+    moved[new.index("up.0.res.2.conv1.weight")] = old.index("up.0.res.1.conv1.weight")
+    for i, j in moved.items():
+        assert torch.equal(ck["opt"]["state"][i]["exp_avg_sq"], src["opt"]["state"][j]["exp_avg_sq"])
+    assert new.index("up.0.res.1.conv1.weight") not in ck["opt"]["state"]
+    assert len(ck["opt"]["state"]) == len(src["opt"]["state"]) < len(new)
+    r = train("--data", image_folder, "--out", tmp_path / "g", "--steps", 3, "--preset", "cifar10-cpu-2res",
+              "--init", state)
+    assert "grown: " in r.stderr and weights(tmp_path / "g")["step"] == 3
+    r = train("--data", image_folder, "--out", tmp_path / "src", "--steps", 3, "--preset", "cifar10-cpu-2res",
+              "--resume", check=False)
+    assert r.returncode != 0 and "use the same preset" in r.stderr.strip().splitlines()[-1]
+
+
 def test_init_with_another_architecture_is_refused(image_folder, tmp_path):
     train("--data", image_folder, "--out", tmp_path / "src", "--steps", 1)
     r = train("--data", image_folder, "--out", tmp_path / "b", "--steps", 1, "--preset", "cifar10-cpu",
