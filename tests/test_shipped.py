@@ -54,6 +54,8 @@ def test_card_sample_quality_comes_from_the_committed_bench_output(name):
     if FACE_MODELS.get(name, 32) > 32:  # larger than the classifier's 32x32: the distance on the images themselves too
         shown["frechet_distance_native"] = ".2f"
     shown |= {k: ".2f" for k in ("frechet_se", "frechet_se_native") if k in q}  # records since session 24
+    shown |= {k: "+.2f" for k in ("frechet_change", "frechet_change_native") if k in q}  # paired, since session 28
+    shown |= {k: ".2f" for k in ("frechet_change_se", "frechet_change_se_native") if k in q}
     for key, fmt in shown.items():
         assert format(q[key], fmt) in text, key
 
