@@ -14,7 +14,8 @@ the grown network is the source exactly, and training goes on from the source's 
 A new block learns from its first step: the gradient of its zero conv2 / proj_out is the product of its own
 (random) activations and the incoming gradient, as in zero-initialised residual branches (Goyal et al. 2017).
 Only the layout may grow; channel widths must match (a wider network changes its GroupNorm statistics and its
-timestep embedding's frequencies, so it cannot start equal to a narrower one).
+timestep embedding's frequencies, so it cannot start equal to a narrower one); with another num_groups the weights
+still map, as a warm start that is not exact (`growable`).
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ _BLOCK = re.compile(r"(down|up)\.(\d+)\.(res|attn)\.(\d+)\.(.+)")
 
 
 def growable(src: UNetConfig, dst: UNetConfig) -> str:
-    """'' when a `dst` network can start equal to a `src` one, else what stands in the way."""
-    same = ("image_size", "in_ch", "ch", "ch_mult", "num_groups")
+    """'' when a `dst` network can start from a `src` one's weights, else what stands in the way. A different
+    num_groups is let through: the weights map one to one, but the normalisation, so the function, changes (a warm
+    start, as the GroupNorm fixes of sessions 4 and 10 moved 32- and 8-group weights into 8 and 1 groups)."""
+    same = ("image_size", "in_ch", "ch", "ch_mult")
     if diff := [f for f in same if getattr(src, f) != getattr(dst, f)]:
         return f"{', '.join(diff)} differ"
     if dst.num_res_blocks < src.num_res_blocks:
