@@ -115,8 +115,14 @@ def frechet_se(a: Tensor, b: Tensor | tuple, B: int = 100, seed: int = 0) -> flo
     number of samples (another --seed) would land: the error a milestone-to-milestone move must exceed to mean
     something. The real set b is the same at every milestone, so its own finiteness is left out (and its moments
     and their square root are computed once; b may be `reference(b)` already)."""
-    g, ref = torch.Generator().manual_seed(seed), b if isinstance(b, tuple) else reference(b)
-    d = [frechet_from_moments(*moments(a[torch.randint(len(a), (len(a),), generator=g)]), *ref) for _ in range(B)]
+    ref = b if isinstance(b, tuple) else reference(b)
+    return bootstrap_std(lambda k: frechet_from_moments(*moments(a[k]), *ref), len(a), B, seed)
+
+
+def bootstrap_std(stat, n: int, B: int, seed: int) -> float:
+    """The std of stat(k) over B resamples k of n row indices drawn with replacement (Efron 1979), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    d = [stat(torch.randint(n, (n,), generator=g)) for _ in range(B)]
     return torch.tensor(d, dtype=torch.float64).std().item()
 
 
@@ -129,13 +135,10 @@ def frechet_change(a: Tensor, a_before: Tensor, b: Tensor | tuple, B: int = 100,
     if a.shape != a_before.shape:
         raise ValueError(f"paired sets must have the same shape, got {tuple(a.shape)} and {tuple(a_before.shape)}: "
                          "draw both checkpoints' samples with the same --n")
-    g, ref = torch.Generator().manual_seed(seed), b if isinstance(b, tuple) else reference(b)
-    d = []
-    for _ in range(B):
-        k = torch.randint(len(a), (len(a),), generator=g)
-        d.append(frechet_from_moments(*moments(a[k]), *ref) - frechet_from_moments(*moments(a_before[k]), *ref))
-    change = frechet_distance(a, ref) - frechet_distance(a_before, ref)
-    return change, torch.tensor(d, dtype=torch.float64).std().item()
+    ref = b if isinstance(b, tuple) else reference(b)
+    se = bootstrap_std(lambda k: frechet_from_moments(*moments(a[k]), *ref)
+                       - frechet_from_moments(*moments(a_before[k]), *ref), len(a), B, seed)
+    return frechet_distance(a, ref) - frechet_distance(a_before, ref), se
 
 
 def frechet(net: torch.nn.Module, samples: Tensor, ref_x: Tensor, real_x: Tensor, B: int = 100,
@@ -268,11 +271,11 @@ def main(argv=None):
     unseen = load_dataset(args.real, size, train=False)
     real_x, _ = images(unseen)
     ref_x, _ = images(load_dataset(args.ref, size, train=True), n=args.n)
-    samples = draw(model, args.n, args.steps, args.seed)
-    before = load_model(args.against) if args.against else None
+    before = load_model(args.against) if args.against else None  # checked before the hour of drawing
     if before is not None and before.unet.cfg != model.unet.cfg:
         raise SystemExit(f"--against {args.against}: a different network than --ckpt; give an earlier checkpoint of "
                          "the same model")
+    samples = draw(model, args.n, args.steps, args.seed)
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)
     # up to 128 distinct held-out images, spread over the set
