@@ -172,6 +172,16 @@ def image_mean_spread(x: Tensor) -> float:
 
 
 @torch.no_grad()
+def pairs_with(a, b) -> bool:
+    """Whether `draw` turns the same seed into the same x_T and z_t for both models, so that their samples are
+    paired (common random numbers): the same image size, class count, schedule, variance and x0 clipping. The
+    networks may differ otherwise, e.g. a model and its `ddpm.grow` successor with more res blocks per level."""
+    same = ("image_size", "in_ch", "num_classes")
+    return (all(getattr(a.unet.cfg, k) == getattr(b.unet.cfg, k) for k in same)
+            and torch.equal(a.sched.beta, b.sched.beta)
+            and (a.variance, a.clip_x0) == (b.variance, b.clip_x0))
+
+
 def draw(model, n: int, S: int, seed: int, labels: Tensor | None = None, w: float = 1.0, batch: int = 250) -> Tensor:
     """n samples (S strided DDPM steps, x0 clipped); with labels, classifier-free guided at scale w."""
     steps = make_steps(model.sched, strided_timesteps(S, model.sched.T))
@@ -272,9 +282,9 @@ def main(argv=None):
     real_x, _ = images(unseen)
     ref_x, _ = images(load_dataset(args.ref, size, train=True), n=args.n)
     before = load_model(args.against) if args.against else None  # checked before the hour of drawing
-    if before is not None and before.unet.cfg != model.unet.cfg:
-        raise SystemExit(f"--against {args.against}: a different network than --ckpt; give an earlier checkpoint of "
-                         "the same model")
+    if before is not None and not pairs_with(before, model):
+        raise SystemExit(f"--against {args.against}: draws other images than --ckpt (image size, classes, schedule, "
+                         "variance or clipping differ); give an earlier checkpoint of the same model")
     samples = draw(model, args.n, args.steps, args.seed)
     if args.grid:
         save_png(args.grid, samples[:64], nrow=8)

@@ -2,6 +2,7 @@
 and the bench end to end on a tiny model."""
 import json
 import shutil
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -9,13 +10,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from bench import classifier
-from bench.quality import (chroma, features, frechet, frechet_change, frechet_distance, frechet_se, image_mean_spread,
-                           mean_error, mean_gain, reference, seen_like)
-from ddpm.checkpoint import save_model
+from bench.quality import (chroma, draw, features, frechet, frechet_change, frechet_distance, frechet_se,
+                           image_mean_spread, mean_error, mean_gain, pairs_with, reference, seen_like)
+from ddpm.checkpoint import Model, save_model
 from ddpm.data import load_dataset
 from ddpm.evaluate import loss_gap
+from ddpm.grow import grow
 from ddpm.schedule import linear_schedule
-from ddpm.unet import UNet, UNetConfig
+from ddpm.unet import PRESETS, UNet, UNetConfig
 
 from conftest import ASSETS, cli
 
@@ -71,6 +73,25 @@ def test_frechet_change_of_paired_draws_has_the_spread_of_the_change_over_seeds_
     assert se < frechet_se(a, b, B=100) / 3
     with pytest.raises(ValueError, match="same --n"):
         frechet_change(a, a_before[:399], b)
+
+
+def test_a_grown_successor_pairs_with_its_source_and_another_image_size_or_schedule_does_not():
+    """--against accepts a model and its ddpm.grow successor (one more res block per level): from one seed both
+    draw the same samples (the same x_T and z_t through the same function; max difference <= 1e-5). It refuses a
+    model of another image size, class count or schedule, whose draws would not share their noise."""
+    torch.manual_seed(0)
+    src = UNet(PRESETS["tiny"]).eval()
+    big = UNet(replace(PRESETS["tiny"], num_res_blocks=2)).eval()
+    (state,), _ = grow(big, src.cfg, src.state_dict())
+    big.load_state_dict(state)
+    sched = linear_schedule(1000, 1e-4, 0.02)
+    a, b = Model(src, sched), Model(big, sched)
+    assert pairs_with(a, b) and pairs_with(b, a)
+    with torch.no_grad():
+        assert (draw(a, 2, 3, seed=5) - draw(b, 2, 3, seed=5)).abs().max() <= 1e-5
+    assert not pairs_with(a, Model(UNet(replace(PRESETS["tiny"], image_size=16)), sched))
+    assert not pairs_with(a, Model(UNet(replace(PRESETS["tiny"], num_classes=10)), sched))
+    assert not pairs_with(a, Model(src, linear_schedule(1000, 1e-4, 0.03)))
 
 
 def test_chroma_is_zero_for_grey_and_8_9_for_pure_red():
