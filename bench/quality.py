@@ -171,7 +171,6 @@ def image_mean_spread(x: Tensor) -> float:
     return x.double().mean((2, 3)).std(0).mean().item()
 
 
-@torch.no_grad()
 def pairs_with(a, b) -> bool:
     """Whether `draw` turns the same seed into the same x_T and z_t for both models, so that their samples are
     paired (common random numbers): the same image size, class count, schedule, variance and x0 clipping. The
@@ -182,6 +181,7 @@ def pairs_with(a, b) -> bool:
             and (a.variance, a.clip_x0) == (b.variance, b.clip_x0))
 
 
+@torch.no_grad()
 def draw(model, n: int, S: int, seed: int, labels: Tensor | None = None, w: float = 1.0, batch: int = 250) -> Tensor:
     """n samples (S strided DDPM steps, x0 clipped); with labels, classifier-free guided at scale w."""
     steps = make_steps(model.sched, strided_timesteps(S, model.sched.T))
